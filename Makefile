@@ -1,0 +1,51 @@
+# gr-semcom: the two commands a new user types.
+#   make demo   -> set everything up (once) and run the main job
+#   make test   -> set everything up (once) and run the test suite
+# Everything is idempotent; the second run skips what is already done.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PREFIX  := $(abspath $(VENV))
+BUILD   ?= build
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export GRC_BLOCKS_PATH := $(PREFIX)/share/gnuradio/grc/blocks
+export SEMCOM_PREFIX := $(PREFIX)
+
+.PHONY: demo test setup install apt venv clean bench
+
+demo: install
+	$(PY) apps/loopback.py
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) apps/bench_phy.py
+
+setup: install
+
+# 1. Debian packages (GNU Radio is only packaged by Debian for /usr/bin/python3).
+$(VENV)/.apt-stamp:
+	@if ! dpkg -s gnuradio-dev cmake g++ python3-venv >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends \
+	    gnuradio gnuradio-dev cmake g++ make python3-venv python3-pip pkg-config; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+# 2. venv that sees Debian's gnuradio; torch pinned first (CPU wheel), numpy<2 always.
+$(VENV)/.pip-stamp: $(VENV)/.apt-stamp requirements.txt constraints.txt
+	[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -r requirements.txt
+	$(PY) -c "from gnuradio import gr, digital; import numpy; assert numpy.__version__ < '2'"
+	touch $@
+
+# 3. CMake build + install of the module into the venv prefix.
+install: $(VENV)/.pip-stamp
+	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPYTHON_EXECUTABLE=$(abspath $(PY)) >/dev/null
+	cmake --build $(BUILD) >/dev/null
+	cmake --install $(BUILD) >/dev/null
+
+clean:
+	rm -rf $(BUILD)
