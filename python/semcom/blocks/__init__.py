@@ -1,0 +1,7 @@
+"""GNU Radio blocks of gr-semcom (thin wrappers around the numpy cores)."""
+from .ofdm import *  # noqa: F401,F403
+from .channels import *  # noqa: F401,F403
+from .iq import *  # noqa: F401,F403
+from . import ofdm as _ofdm, channels as _channels, iq as _iq
+
+__all__ = list(_ofdm.__all__) + list(_channels.__all__) + list(_iq.__all__)

@@ -1,0 +1,1 @@
+"""Channel models in numpy (no GNU Radio import)."""

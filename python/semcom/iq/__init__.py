@@ -1,0 +1,1 @@
+"""IQ recording/replay helpers (SigMF) without GNU Radio."""
