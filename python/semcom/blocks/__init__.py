@@ -2,6 +2,7 @@
 from .ofdm import *  # noqa: F401,F403
 from .channels import *  # noqa: F401,F403
 from .iq import *  # noqa: F401,F403
-from . import ofdm as _ofdm, channels as _channels, iq as _iq
+from .link import *  # noqa: F401,F403
+from . import ofdm as _ofdm, channels as _channels, iq as _iq, link as _link
 
-__all__ = list(_ofdm.__all__) + list(_channels.__all__) + list(_iq.__all__)
+__all__ = list(_ofdm.__all__) + list(_channels.__all__) + list(_iq.__all__) + list(_link.__all__)

@@ -16,7 +16,6 @@ from gnuradio import blocks, digital, fft, gr, pdu
 
 from ..phy import OfdmParams, profile as _profile
 from ..phy import modem as _m
-from ..phy.header import MAX_PAYLOAD_LEN, MAX_SIDE_LEN
 
 __all__ = ["ofdm_tx", "ofdm_rx", "ofdm_framer", "make_params"]
 
@@ -56,8 +55,9 @@ class ofdm_framer(gr.basic_block):
     Bad PDUs are dropped with an error in the log and counted (``dropped()``).
     """
 
-    def __init__(self, params: OfdmParams, codec_id: int = 0):
+    def __init__(self, params: OfdmParams, codec_id: int = 0, tail_symbols: int = 0):
         gr.basic_block.__init__(self, "semcom_ofdm_framer", None, None)
+        self.tail = np.zeros((int(tail_symbols), params.n_data), np.complex64)
         self.params = params
         self.codec_id = int(codec_id)
         self._seq = 0
@@ -94,7 +94,7 @@ class ofdm_framer(gr.basic_block):
         out = pmt.dict_add(out, pmt.intern("semcom_seq"), pmt.from_long(frame.header.seq))
         out = pmt.dict_add(out, pmt.intern("semcom_codec"), pmt.from_long(frame.header.codec_id))
         out = pmt.dict_add(out, pmt.intern("semcom_payload_len"), pmt.from_long(frame.header.payload_len))
-        data = frame.data.reshape(-1)
+        data = np.concatenate([frame.data, self.tail]).reshape(-1)
         self.message_port_pub(pmt.intern("out"), pmt.cons(out, pmt.init_c32vector(len(data), data)))
 
 
@@ -106,10 +106,16 @@ class ofdm_tx(gr.hier_block2):
     Frame: 2 sync symbols, RM-coded BPSK/QPSK header, optional side information, analog
     payload on the data carriers (unit mean power; gain sent in the header), pilots,
     cyclic prefix. Unitary IFFT: each data subcarrier carries Es = 1.
+
+    ``tail_symbols`` appends empty OFDM symbols (pilots only) to every burst. The receiver's
+    preamble correlator releases a frame only once about 600 (wifi64) samples follow it, so
+    a *finite* transmission with nothing after its last burst (file or loopback
+    simulation) needs a tail (or any trailing signal) for its last frame to come out;
+    continuous radio streams do not.
     """
 
     def __init__(self, profile="wifi64", fft_len=None, cp_len=None, occupied_carriers=None,
-                 pilot_carriers=None, header_modulation=None, codec_id=0, scale=1.0):
+                 pilot_carriers=None, header_modulation=None, codec_id=0, scale=1.0, tail_symbols=0):
         gr.hier_block2.__init__(self, "semcom_ofdm_tx", gr.io_signature(0, 0, 0),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self.params = p = make_params(profile, fft_len, cp_len, occupied_carriers, pilot_carriers,
@@ -117,7 +123,9 @@ class ofdm_tx(gr.hier_block2):
         if not np.isfinite(scale) or scale <= 0:
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         self.message_port_register_hier_in("in")
-        self.framer = ofdm_framer(p, codec_id)
+        if int(tail_symbols) < 0:
+            raise ValueError("tail_symbols must be >= 0")
+        self.framer = ofdm_framer(p, codec_id, int(tail_symbols))
         self.p2s = pdu.pdu_to_tagged_stream(gr.types.complex_t, LENGTH_TAG)
         self.alloc = digital.ofdm_carrier_allocator_cvc(
             p.fft_len, p.gr_occupied(), p.gr_pilots(), p.gr_pilot_symbols(),
