@@ -298,8 +298,8 @@ def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str
     yp, hp_ = y[n_s:, di].reshape(-1)[: h.payload_len], hch[n_s:].reshape(-1)[: h.payload_len]
     mag2 = np.maximum(np.abs(hp_) ** 2, 1e-30)
     if equalizer == "zf":
-        xs = yp / hp_
-        nv = s2 / mag2
+        xs = yp * np.conj(hp_) / mag2  # = y/H, and 0 (not NaN) where the channel estimate is 0
+        nv = np.minimum(s2 / mag2, 1e12)  # a dead subcarrier reports a huge, finite noise variance
     else:
         xs = np.conj(hp_) * yp / (mag2 + s2)
         nv = s2 / (mag2 + s2)  # MMSE error variance
@@ -410,7 +410,7 @@ def rx_payload_block(p: OfdmParams, hrx: HeaderRx, cfo: float, blk: np.ndarray, 
     """Payload block (side + payload symbols, CP included, right after the header) → PayloadRx."""
     h = hrx.header
     n_rest = n_side_symbols(p, h.side_len) + n_payload_symbols(p, h.payload_len)
-    x = np.asarray(blk, dtype=np.complex64).reshape(-1)
+    x = np.nan_to_num(np.asarray(blk, dtype=np.complex64).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
     if len(x) != n_rest * p.symbol_len:
         raise ValueError(f"payload block must hold {n_rest} symbols of {p.symbol_len} samples")
     y = symbols_fft(p, x, 2 + hrx.n_header, cfo)
@@ -434,9 +434,10 @@ def detect_preamble(p: OfdmParams, x: np.ndarray, threshold: float = 0.2) -> np.
     from scipy.signal import fftconvolve
     x = np.asarray(x, dtype=np.complex128)  # float32 running sums lose the small windows
     c = fftconvolve(x, np.conj(pre[::-1]).astype(np.complex128), mode="valid")  # c[d] ↔ window x[d:d+L]
-    e = np.concatenate([[0.0], np.cumsum(np.abs(x) ** 2)])
-    en = e[L:] - e[:-L]
-    floor = 1e-6 * float(en.max()) + 1e-30  # silence (all-zero gaps) must not look like a match
+    en = np.convolve(np.abs(x) ** 2, np.ones(L), mode="valid")  # exact local window energies
+    # silence (all-zero gaps) must not look like a match; the floor is far below any real
+    # signal even next to a very strong burst
+    floor = 1e-14 * float(en.max()) + 1e-30
     m = np.abs(c) ** 2 / (np.maximum(en, floor) * float(np.sum(np.abs(pre) ** 2)))
     from scipy.ndimage import maximum_filter1d
     local = maximum_filter1d(m, size=2 * L + 1, mode="constant")

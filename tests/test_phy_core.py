@@ -1,0 +1,132 @@
+"""PHY core (numpy only): parameters, header code, reference modem loopback."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gnuradio.semcom.phy import ReferenceModem, profile, OfdmParams, header as hdr
+from gnuradio.semcom.phy import modem as M
+from gnuradio.semcom.metrics import nmse_db
+
+
+def test_core_never_imports_gnuradio_runtime(repo_root):
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import conftest;"
+        "import gnuradio.semcom.phy, gnuradio.semcom.metrics;"
+        "bad = [m for m in ('gnuradio.gr', 'pmt') if m in sys.modules]; print(bad); assert not bad"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(fft_len=100), "power of two"),
+    (dict(cp_len=0), "cp_len"),
+    (dict(cp_len=40), "cp_len"),
+    (dict(header_modulation="8psk"), "header_modulation"),
+    (dict(occupied_carriers=(1, 2, 3)), "at least 8"),
+    (dict(pilot_carriers=(7,)), "at least 2"),
+    (dict(pilot_carriers=(1, 2)), "both data and pilot"),
+    (dict(occupied_carriers=tuple(range(1, 10)) + (0,)), "without DC"),
+    (dict(occupied_carriers=tuple(range(1, 10)) + (40,)), "without DC"),
+])
+def test_params_validation(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        profile("wifi64", **kw)
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match="wide256"):
+        profile("nope")
+
+
+@pytest.mark.parametrize("name", ["wifi64", "wide256", "wide512"])
+def test_profiles_and_sync_words(name):
+    p = profile(name)
+    assert p.n_data >= 48 and len(p.pilot_carriers) >= 4
+    # sync word 1 gives two identical halves in time (Schmidl & Cox)
+    t = np.fft.ifft(np.fft.ifftshift(p.sync_word1))
+    n = p.fft_len
+    assert np.allclose(t[: n // 2], t[n // 2:], atol=1e-6)
+    assert np.all(p.sync_word2[p.active_idx] != 0)
+
+
+def test_header_roundtrip_and_crc(rng):
+    h = hdr.Header(codec_id=7, seq=4321, payload_len=123456, side_len=99, gain_code=-17)
+    bits = hdr.header_to_bits(h)
+    assert len(bits) == hdr.HEADER_INFO_BITS
+    assert hdr.bits_to_header(bits) == h
+    for i in rng.choice(len(bits), 20, replace=False):  # any single bit error is caught
+        b = bits.copy()
+        b[i] ^= 1
+        assert hdr.bits_to_header(b) is None
+    with pytest.raises(ValueError, match="payload_len"):
+        hdr.header_to_bits(hdr.Header(codec_id=0, seq=0, payload_len=1 << 20))
+
+
+def test_rm_code_corrects_errors(rng):
+    bits = rng.integers(0, 2, 6 * 50).astype(np.uint8)
+    chips = hdr.rm_encode(bits)
+    # flip 7 of 32 chips in every codeword (d_min = 16 → up to 7 hard errors correctable)
+    c = chips.reshape(-1, 32).copy()
+    for row in c:
+        row[rng.choice(32, 7, replace=False)] *= -1
+    assert np.array_equal(hdr.rm_decode(c.reshape(-1)), bits)
+
+
+def _frames(m, rng, n, length=800, snr_db=30.0, cfo=0.0, delay=0):
+    sig, sent = [np.zeros(delay, complex)], []
+    for i in range(n):
+        x = (rng.standard_normal(length) + 1j * rng.standard_normal(length)) / np.sqrt(2)
+        sent.append(x)
+        sig += [np.zeros(rng.integers(50, 300)), m.tx(x, codec_id=3, seq=i)]
+    s = np.concatenate(sig + [np.zeros(300)])
+    s = s * np.exp(2j * np.pi * cfo * np.arange(len(s)) / m.p.fft_len)
+    s = s + np.sqrt(10 ** (-snr_db / 10) / 2) * (rng.standard_normal(len(s)) + 1j * rng.standard_normal(len(s)))
+    return s, sent
+
+
+@pytest.mark.parametrize("name", ["wifi64", "wide256"])
+def test_reference_loopback_30db(name, rng):
+    m = ReferenceModem(profile(name))
+    s, sent = _frames(m, rng, 20, snr_db=30, cfo=0.1, delay=int(rng.integers(0, 500)))
+    out = m.rx(s)
+    assert [f.header.seq for f in out] == list(range(20))
+    assert all(f.header.codec_id == 3 and f.header.payload_len == 800 for f in out)
+    nm = np.mean([nmse_db(f.symbols, sent[f.header.seq]) for f in out])
+    assert nm < -29.0, nm  # within 1 dB of -30 dB
+    assert abs(np.mean([f.snr_db for f in out]) - 30) < 1.0
+    assert abs(np.mean([f.cfo for f in out]) - 0.1) < 0.01
+
+
+def test_reference_gain_and_side_info(rng):
+    p = profile("wifi64")
+    m = ReferenceModem(p)
+    x = 5.0 * (rng.standard_normal(300) + 1j * rng.standard_normal(300))
+    side = bytes(range(40))
+    out = m.rx(np.concatenate([np.zeros(100), m.tx(x, seq=9, side=side), np.zeros(200)]))
+    assert len(out) == 1 and out[0].side == side
+    assert nmse_db(out[0].symbols, x) < -40  # gain undone exactly, noiseless
+
+
+def test_tx_rejects_bad_payloads():
+    p = profile("wifi64")
+    with pytest.raises(ValueError, match="empty"):
+        M.build_frame(p, np.zeros(0, complex))
+    with pytest.raises(ValueError, match="NaN"):
+        M.build_frame(p, np.array([1, np.nan], complex))
+    with pytest.raises(ValueError, match="1-D"):
+        M.build_frame(p, np.zeros((2, 2), complex))
+    with pytest.raises(ValueError, match="side information"):
+        M.build_frame(p, np.ones(4, complex), side=bytes(5000))
+
+
+def test_reference_noise_only_and_fuzz(rng):
+    m = ReferenceModem(profile("wifi64"))
+    assert m.rx((rng.standard_normal(200_000) + 1j * rng.standard_normal(200_000)).astype(np.complex64)) == []
+    good = m.tx(np.ones(500), seq=1)
+    junk = [good[: len(good) // 2], np.full(300, np.nan), np.full(100, np.inf), np.zeros(1000),
+            rng.standard_normal(3000) * 1e6, good]
+    out = m.rx(np.concatenate(junk))
+    assert [f.header.seq for f in out] == [1]
