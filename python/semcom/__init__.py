@@ -9,11 +9,15 @@ import importlib
 
 __version__ = "0.1.0"
 
+_SUBPACKAGES = ("blocks", "channels", "phy", "metrics", "iq")
+
 
 
 def __getattr__(name):
     if name.startswith("_"):
         raise AttributeError(name)
+    if name in _SUBPACKAGES:  # cores stay importable without GNU Radio's runtime
+        return importlib.import_module(f"{__name__}.{name}")
     blocks = importlib.import_module(__name__ + ".blocks")
     try:
         return getattr(blocks, name)

@@ -17,7 +17,7 @@ from gnuradio import blocks, digital, fft, gr, pdu
 from ..phy import OfdmParams, profile as _profile
 from ..phy import modem as _m
 
-__all__ = ["ofdm_tx", "ofdm_rx", "ofdm_framer", "make_params"]
+__all__ = ["ofdm_tx", "ofdm_rx", "ofdm_framer", "make_params", "max_frame_symbols"]
 
 LENGTH_TAG = "packet_len"
 FRAME_LEN_TAG = "frame_len"
@@ -45,6 +45,16 @@ def _pmt_get(meta, key, default=None):
     return default if pmt.is_null(v) else pmt.to_python(v)
 
 
+def max_frame_symbols(p: OfdmParams, max_payload_len: int, max_side_len: int = 0) -> int:
+    """OFDM symbols after the preamble of the longest frame the buffers must hold."""
+    if not 1 <= int(max_payload_len) <= (1 << 20) - 1:
+        raise ValueError(f"max_payload_len must be in 1…{(1 << 20) - 1}, got {max_payload_len!r}")
+    if not 0 <= int(max_side_len) <= 4095:
+        raise ValueError(f"max_side_len must be in 0…4095, got {max_side_len!r}")
+    return (_m.n_header_symbols(p) + _m.n_side_symbols(p, int(max_side_len))
+            + _m.n_payload_symbols(p, int(max_payload_len)))
+
+
 class ofdm_framer(gr.basic_block):
     """PDU of feature symbols → PDU of data-carrier symbols of one frame.
 
@@ -58,6 +68,7 @@ class ofdm_framer(gr.basic_block):
     def __init__(self, params: OfdmParams, codec_id: int = 0, tail_symbols: int = 0):
         gr.basic_block.__init__(self, "semcom_ofdm_framer", None, None)
         self.tail = np.zeros((int(tail_symbols), params.n_data), np.complex64)
+        self.max_payload_len = (1 << 20) - 1
         self.params = params
         self.codec_id = int(codec_id)
         self._seq = 0
@@ -79,6 +90,8 @@ class ofdm_framer(gr.basic_block):
             if not pmt.is_dict(meta):
                 meta = pmt.make_dict()
             x = np.asarray(pmt.c32vector_elements(vec), dtype=np.complex64)
+            if len(x) > self.max_payload_len:
+                raise ValueError(f"{len(x)} symbols exceed max_payload_len={self.max_payload_len}")
             codec = int(_pmt_get(meta, "codec_id", self.codec_id))
             seq = _pmt_get(meta, "seq")
             seq = self._seq if seq is None else int(seq)
@@ -115,7 +128,8 @@ class ofdm_tx(gr.hier_block2):
     """
 
     def __init__(self, profile="wifi64", fft_len=None, cp_len=None, occupied_carriers=None,
-                 pilot_carriers=None, header_modulation=None, codec_id=0, scale=1.0, tail_symbols=0):
+                 pilot_carriers=None, header_modulation=None, codec_id=0, scale=1.0, tail_symbols=0,
+                 max_payload_len=65536, max_side_len=64):
         gr.hier_block2.__init__(self, "semcom_ofdm_tx", gr.io_signature(0, 0, 0),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self.params = p = make_params(profile, fft_len, cp_len, occupied_carriers, pilot_carriers,
@@ -134,6 +148,14 @@ class ofdm_tx(gr.hier_block2):
         # fft_vcc does not normalise: × 1/√N makes the IFFT unitary (Es = 1 per subcarrier)
         self.norm = blocks.multiply_const_vcc([float(scale) / np.sqrt(p.fft_len)] * p.fft_len)
         self.cp = digital.ofdm_cyclic_prefixer(p.fft_len, p.symbol_len, 0, LENGTH_TAG)
+        # tagged-stream blocks need a whole frame in their buffers; GNU Radio hands a block at
+        # most about half a buffer at once (measured), hence the factor 2
+        n_sym = 2 * (max_frame_symbols(p, max_payload_len, max_side_len) + int(tail_symbols) + 2)
+        self.framer.max_payload_len = int(max_payload_len)
+        self.p2s.set_min_output_buffer(n_sym * p.n_data)
+        for b in (self.alloc, self.ifft, self.norm):
+            b.set_min_output_buffer(n_sym)
+        self.cp.set_min_output_buffer(n_sym * p.symbol_len)
         self.msg_connect(self, "in", self.framer, "in")
         self.msg_connect(self.framer, "out", self.p2s, "pdus")
         self.connect(self.p2s, self.alloc, self.ifft, self.norm, self.cp, self)
@@ -311,7 +333,7 @@ class ofdm_rx(gr.hier_block2):
 
     def __init__(self, profile="wifi64", fft_len=None, cp_len=None, occupied_carriers=None,
                  pilot_carriers=None, header_modulation=None, equalizer="zf", threshold=0.4,
-                 pilot_window=7):
+                 pilot_window=7, max_payload_len=65536, max_side_len=64):
         gr.hier_block2.__init__(self, "semcom_ofdm_rx", gr.io_signature(1, 1, gr.sizeof_gr_complex),
                                 gr.io_signature(0, 0, 0))
         self.params = p = make_params(profile, fft_len, cp_len, occupied_carriers, pilot_carriers,
@@ -334,8 +356,12 @@ class ofdm_rx(gr.hier_block2):
                                                 gr.sizeof_gr_complex, "", 1.0, (), 0)
         self.hdr = header_decoder(p, self.store, 2 + n_h)
         self.pay = payload_demod(p, self.store, equalizer, int(pilot_window))
+        n_max = 2 * (max_frame_symbols(p, max_payload_len, max_side_len) + 4)  # ×2: see ofdm_tx
+        self.hpd.set_min_output_buffer(n_max)  # both ports: the demux asks for a payload on either
+        self.corr.set_min_output_buffer(0, n_max * sl)  # the demux needs a whole payload at its input
         self.connect(self, self.corr, self.hpd)
-        self.connect((self.corr, 1), blocks.null_sink(gr.sizeof_gr_complex))
+        self.corr_sink = blocks.null_sink(gr.sizeof_gr_complex)
+        self.connect((self.corr, 1), self.corr_sink)
         self.connect((self.hpd, 0), self.hdr)
         self.connect((self.hpd, 1), self.pay)
         self.msg_connect(self.hdr, "header_data", self.hpd, "header_data")
