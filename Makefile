@@ -17,7 +17,7 @@ demo: install
 	$(PY) apps/loopback.py
 
 test: install
-	$(PY) -m pytest -q tests
+	SEMCOM_TEST_INSTALLED=1 $(PY) -m pytest -q tests
 
 bench: install
 	$(PY) apps/bench_phy.py
