@@ -69,10 +69,10 @@ def bench_stock(n_frames: int, packet_bytes: int):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=300, help="frames per chain and round")
-    ap.add_argument("--payload-len", type=int, default=8000,
-                    help="semantic payload, complex symbols per frame (8000 ≈ 167 OFDM symbols)")
-    ap.add_argument("--packet-bytes", type=int, default=1000,
-                    help="stock payload bytes per frame (1000 B BPSK ≈ 168 OFDM symbols; the stock TX cannot buffer larger packets)")
+    ap.add_argument("--payload-len", type=int, default=800,
+                    help="semantic payload, complex symbols per frame (800 ≈ 17 OFDM symbols)")
+    ap.add_argument("--packet-bytes", type=int, default=96,
+                    help="stock payload bytes per frame (96 B, as in GNU Radio's OFDM loopback example; ≈ 17 OFDM symbols with CRC)")
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args(argv)
 
