@@ -23,28 +23,6 @@ from gnuradio import semcom
 import common
 
 
-class header_log(gr.basic_block):
-    """Records the decoded header fields (seq, codec_id, payload_len) of every received PDU."""
-
-    def __init__(self):
-        gr.basic_block.__init__(self, "semcom_header_log", None, None)
-        self.rows = []
-        self._lock = threading.Lock()
-        self.message_port_register_in(pmt.intern("in"))
-        self.set_msg_handler(pmt.intern("in"), self._handle)
-
-    def _handle(self, msg):
-        meta = pmt.to_python(pmt.car(msg)) or {}
-        n = len(pmt.c32vector_elements(pmt.cdr(msg)))
-        with self._lock:
-            self.rows.append(dict(seq=int(meta.get("seq", -1)), codec_id=int(meta.get("codec_id", -1)),
-                                  payload_len=int(meta.get("payload_len", -1)), n_symbols=n))
-
-    def snapshot(self):
-        with self._lock:
-            return list(self.rows)
-
-
 class zmq_rx(gr.top_block):
     def __init__(self, seed=0, true_snr_db=float("nan"), verbose=True, profile="wifi64",
                  header_modulation="bpsk", equalizer="zf", max_payload_len=65536, port=common.DEFAULT_RX_PORT):
@@ -53,10 +31,8 @@ class zmq_rx(gr.top_block):
         self.rx = semcom.ofdm_rx(profile=profile, header_modulation=header_modulation, equalizer=equalizer,
                                  max_payload_len=max_payload_len)
         self.monitor = semcom.link_monitor(seed=seed, true_snr_db=true_snr_db, verbose=verbose)
-        self.hlog = header_log()
         self.connect(self.src, self.rx)
         self.msg_connect(self.rx, "out", self.monitor, "in")
-        self.msg_connect(self.rx, "out", self.hlog, "in")
 
 
 def _mean(v):
@@ -85,7 +61,9 @@ def main(argv=None):
           f"(timeout {a.timeout:g} s)", flush=True)
     common.run_until(tb, lambda: tb.monitor.count() >= a.frames, a.timeout, common.StopFlag())
 
-    rows, hdr = list(tb.monitor.rows), tb.hlog.snapshot()
+    rows = list(tb.monitor.rows)
+    hdr = [dict(seq=r["seq"], codec_id=r["codec_id"], payload_len=r["hdr_payload_len"], n_symbols=r["payload_len"])
+           for r in rows]  # decoded header fields beside the symbols actually received
     seqs = sorted({r["seq"] for r in rows})
     summary = dict(expected=a.frames, received=len(rows), unique_seqs=len(seqs),
                    missing=sorted(set(range(a.frames)) - set(seqs)),

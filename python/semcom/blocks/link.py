@@ -88,7 +88,8 @@ class link_monitor(gr.basic_block):
         y = np.asarray(pmt.c32vector_elements(pmt.cdr(msg)), np.complex64)
         seq = int(meta.get("seq", -1))
         x = random_features(self.seed, seq, len(y))
-        row = dict(seq=seq, payload_len=len(y), nmse_db=nmse_db(y, x), snr_est_db=float(meta.get("snr_est_db", np.nan)),
+        row = dict(seq=seq, codec_id=int(meta.get("codec_id", -1)), hdr_payload_len=int(meta.get("payload_len", -1)),
+                   payload_len=len(y), nmse_db=nmse_db(y, x), snr_est_db=float(meta.get("snr_est_db", np.nan)),
                    true_snr_db=self.true_snr_db, cfo=float(meta.get("cfo", np.nan)),
                    header_failures=int(meta.get("header_failures", 0)), t=time.time())
         with self._lock:
