@@ -13,10 +13,8 @@ import argparse
 import json
 import math
 import sys
-import threading
 
 import numpy as np
-import pmt
 from gnuradio import gr, zeromq
 from gnuradio import semcom
 
