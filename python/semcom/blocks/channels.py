@@ -121,6 +121,21 @@ class numpy_channel(gr.sync_block):
         return len(x)
 
 
+class _Doppler:
+    """Run-time Doppler control shared by the fading hier blocks (needs _fdts and _fader)."""
+
+    def set_fdts(self, fdts):
+        fdts = core._util.check_fdts(fdts)
+        if (fdts > 0) != (self._fdts > 0):
+            raise ValueError("set_fdts cannot switch between block fading (fdts=0) and Doppler fading (fdts>0)")
+        self._fdts = fdts
+        if fdts > 0:
+            self._fader.set_fDTs(fdts)
+
+    def fdts(self):
+        return self._fdts
+
+
 class awgn_channel(gr.hier_block2, _Noise):
     """AWGN: ``y = x + CN(0, σ²)``, σ² = 10^(−snr_db/10) (Es/N0 with Es = 1; power not measured).
 
@@ -134,7 +149,7 @@ class awgn_channel(gr.hier_block2, _Noise):
         self._build_noise(self, snr_db, self._seed)
 
 
-class flat_fading_channel(gr.hier_block2, _Noise):
+class flat_fading_channel(gr.hier_block2, _Noise, _Doppler):
     """Flat Rayleigh/Rician fading + AWGN: ``y[n] = h[n] x[n] + CN(0, σ²)``, E|h|² = 1.
 
     kind: "rayleigh" | "rician"; k: Rician K (linear; ignored for Rayleigh); fdts: normalised
@@ -172,14 +187,6 @@ class flat_fading_channel(gr.hier_block2, _Noise):
         self.connect(self, self._fader)
         self._build_noise(self._fader, snr_db, self._seed)
 
-    def set_fdts(self, fdts):
-        fdts = core._util.check_fdts(fdts)
-        if (fdts > 0) != (self._fdts > 0):
-            raise ValueError("set_fdts cannot switch between block fading (fdts=0) and Doppler fading (fdts>0)")
-        self._fdts = fdts
-        if fdts > 0:
-            self._fader.set_fDTs(fdts)
-
     def set_k(self, k):
         """Rician K at run time (fading_model.set_K, or the numpy block model); ignored for Rayleigh."""
         k = core._util.check_k(k)
@@ -191,14 +198,11 @@ class flat_fading_channel(gr.hier_block2, _Noise):
         else:
             self._model.set_k(k)
 
-    def fdts(self):
-        return self._fdts
-
     def k(self):
         return self._k
 
 
-class multipath_channel(gr.hier_block2, _Noise):
+class multipath_channel(gr.hier_block2, _Noise, _Doppler):
     """Frequency-selective fading (3GPP profile) + AWGN, unit average power gain.
 
     profile: EPA/EVA/ETU (TS 36.104, fixed delays) or TDL-A…E (TR 38.901, delays × delay_spread);
@@ -242,17 +246,6 @@ class multipath_channel(gr.hier_block2, _Noise):
     def grid(self):
         """semcom.channels.TapGrid: path delays (samples), amplitudes, tap weights, ntaps."""
         return self._grid
-
-    def set_fdts(self, fdts):
-        fdts = core._util.check_fdts(fdts)
-        if (fdts > 0) != (self._fdts > 0):
-            raise ValueError("set_fdts cannot switch between block fading (fdts=0) and Doppler fading (fdts>0)")
-        self._fdts = fdts
-        if fdts > 0:
-            self._fader.set_fDTs(fdts)
-
-    def fdts(self):
-        return self._fdts
 
 
 class n_path_channel(gr.hier_block2, _Noise):
