@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from gnuradio.semcom.phy import ReferenceModem, profile, OfdmParams, header as hdr
+from gnuradio.semcom.phy import ReferenceModem, profile, header as hdr
 from gnuradio.semcom.phy import modem as M
 from gnuradio.semcom.metrics import nmse_db
 

@@ -20,10 +20,7 @@ import pmt
 from gnuradio import blocks, gr
 
 from .. import iq as _iq
-from ..iq import (  # noqa: F401  (also reachable as semcom.iq.* from this module)
-    FRAME_LABEL, SigMFRecordingError, annotation_fields, frame_annotation, frames, open_sigmf, read_sigmf,
-    write_sigmf,
-)
+from ..iq import FRAME_LABEL, SigMFRecordingError
 
 __all__ = ["sigmf_sink", "sigmf_source"]
 

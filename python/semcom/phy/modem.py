@@ -149,13 +149,6 @@ class HeaderRx:
     dphi: float
     n_header: int
 
-    @property
-    def snr_db(self) -> float:
-        """Estimated Es/N0 per data channel use (dB), from the header's known symbols."""
-        return float(10 * np.log10(max(self._mean_gain, 1e-30) / max(self.noise_var, 1e-30)))
-
-    _mean_gain: float = 1.0
-
 
 _OMEGA_GRID = np.linspace(-0.8, 0.8, 321)
 
@@ -241,9 +234,7 @@ def decode_header(p: OfdmParams, y_hdr: np.ndarray, chan0: np.ndarray) -> Option
     resid = yr - chan[act] * x[:, act]
     # the residual misses the part of the noise that went into the (projected, averaged) estimate
     nvar = float(np.mean(np.abs(resid) ** 2) / (1.0 - p.cp_len / (len(act) * m)))
-    out = HeaderRx(h, chan, max(nvar, 1e-12), ph0, dph, n_h)
-    out._mean_gain = float(np.mean(np.abs(chan[di]) ** 2))
-    return out
+    return HeaderRx(h, chan, max(nvar, 1e-12), ph0, dph, n_h)
 
 
 @dataclass
@@ -375,12 +366,6 @@ def estimate_cfo(p: OfdmParams, blk: np.ndarray) -> float:
     h2 = y[1, ks] / sw2[ks]
     fine = float(np.angle(np.vdot(h1, h2))) / (2 * np.pi * sl / n)
     return coarse + fine
-
-
-@dataclass
-class FrameSync:
-    cfo: float  # subcarrier spacings
-    chan0: np.ndarray  # channel estimate from sync 2 (shifted domain)
 
 
 def rx_header_block(p: OfdmParams, blk: np.ndarray):
