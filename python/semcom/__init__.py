@@ -9,8 +9,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("blocks", "channels", "phy", "metrics", "iq")
-
+_SUBPACKAGES = ("blocks", "channels", "phy", "metrics", "iq", "codecs", "runtime", "images", "report")
 
 
 def __getattr__(name):

@@ -2,3 +2,22 @@
 from .base import Codec, Csi, Encoded, as_rgb_uint8, pack_shape, rho, unpack_shape
 
 __all__ = ["Codec", "Csi", "Encoded", "as_rgb_uint8", "pack_shape", "rho", "unpack_shape"]
+
+CODECS = ("jscc", "separation")
+
+
+def make_codec(name: str, rate: float = 1 / 12, **kwargs) -> Codec:
+    """Codec by name: ``"jscc"`` (the embedded SNR-adaptive deep JSCC) or ``"separation"``
+    (image codec + channel code + QAM at the same channel-use budget). ``rate`` is ρ."""
+    if name == "jscc":
+        from .jscc import JsccCodec
+
+        return JsccCodec(rate=rate, **kwargs)
+    if name == "separation":
+        from .separation import SeparationCodec
+
+        return SeparationCodec(rate=rate, **kwargs)
+    raise ValueError(f"unknown codec {name!r}; available: {', '.join(CODECS)}")
+
+
+__all__ += ["CODECS", "make_codec"]

@@ -1,0 +1,365 @@
+"""Image-link blocks: image source, semantic encoder/decoder (any ``semcom.codecs`` codec), image sink.
+
+All four are message blocks; the codecs (ONNX sessions, image codecs, channel codes) run
+in message handlers, never in ``work()``. PDU formats:
+
+* image PDU: metadata ``image_id``, ``name``, ``height``, ``width`` + u8vector of the
+  row-major RGB pixels (H·W·3 bytes);
+* symbol PDU (encoder → ``ofdm_tx``): metadata ``codec_id``, ``seq`` (= image_id mod 2^16),
+  ``side_info`` (u8vector), ``image_id``, ``name``, ``tx_snr_db``, ``rho`` + c32vector;
+* decoded PDU (decoder → sink): metadata ``seq``, ``codec``, ``status``, ``snr_est_db``,
+  ``height``, ``width`` + u8vector (empty when the receiver has nothing).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import threading
+import time
+
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from .. import codecs as _codecs
+from ..images import load_images
+from .link import random_features
+
+__all__ = ["image_source", "semantic_encoder", "semantic_decoder", "image_sink", "image_pdu", "pdu_image"]
+
+SOUNDING_CODEC_ID = 0
+
+
+def image_pdu(pixels: np.ndarray, meta: dict):
+    """(H, W, 3) uint8 + metadata dict → image PDU."""
+    h, w = pixels.shape[:2]
+    d = pmt.make_dict()
+    for k, v in dict(meta, height=h, width=w).items():
+        d = pmt.dict_add(d, pmt.intern(k), pmt.to_pmt(v))
+    flat = np.ascontiguousarray(pixels, np.uint8).ravel()
+    return pmt.cons(d, pmt.init_u8vector(flat.size, flat))
+
+
+def pdu_image(msg) -> tuple[np.ndarray | None, dict]:
+    """Image PDU → ((H, W, 3) uint8 or None when empty, metadata dict). Bad PDUs raise ValueError."""
+    if not pmt.is_pair(msg) or not pmt.is_u8vector(pmt.cdr(msg)):
+        raise ValueError("expected a PDU with a u8vector of RGB pixels")
+    meta = pmt.to_python(pmt.car(msg)) or {}
+    data = np.asarray(pmt.u8vector_elements(pmt.cdr(msg)), np.uint8)
+    if data.size == 0:
+        return None, meta
+    h, w = int(meta.get("height", 0)), int(meta.get("width", 0))
+    if h * w * 3 != data.size:
+        raise ValueError(f"image PDU of {data.size} bytes does not match height×width×3 = {h}×{w}×3")
+    return data.reshape(h, w, 3), meta
+
+
+def _meta_dict(msg) -> dict:
+    if not pmt.is_pair(msg):
+        raise ValueError("expected a PDU (pair of metadata dict and vector)")
+    return pmt.to_python(pmt.car(msg)) or {}
+
+
+class image_source(gr.basic_block):
+    """Emits image PDUs from a folder, files, or scikit-image's sample photos.
+
+    Parameters: ``path`` ("" = sample photos; a folder; a file; "sample:astronaut,coffee"),
+    ``size`` (0 = native size, else centre-crop + resize to size×size), ``limit`` (0 = all),
+    ``repeat`` (times the set is sent), ``pace``: "ack" sends the next image when a message
+    arrives on ``next`` (stop-and-wait; connect the image sink's ``ack``) or after
+    ``timeout_s`` without one (a lost frame), "interval" sends one every ``interval_s``.
+    Unreadable files are skipped and listed in ``skipped``; an empty folder or missing
+    path raises ValueError when the block is built.
+    """
+
+    def __init__(self, path="", size=0, limit=0, repeat=1, pace="ack", interval_s=0.0, timeout_s=10.0):
+        gr.basic_block.__init__(self, "semcom_image_source", None, None)
+        if pace not in ("ack", "interval"):
+            raise ValueError(f"pace must be 'ack' or 'interval', got {pace!r}")
+        if int(repeat) < 1 or float(interval_s) < 0 or float(timeout_s) <= 0:
+            raise ValueError("repeat >= 1, interval_s >= 0 and timeout_s > 0 required")
+        self.images = load_images(path or None, int(size), int(limit))
+        self.skipped = self.images.skipped
+        self.repeat, self.pace = int(repeat), pace
+        self.interval_s, self.timeout_s = float(interval_s), float(timeout_s)
+        self.sent = 0
+        self.timeouts = 0
+        self._ack = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+        self.message_port_register_out(pmt.intern("out"))
+        self.message_port_register_in(pmt.intern("next"))
+        self.set_msg_handler(pmt.intern("next"), self._on_next)
+
+    def _on_next(self, _msg):
+        self._ack.set()
+
+    @property
+    def total(self) -> int:
+        """Images this source will emit."""
+        return len(self.images) * self.repeat
+
+    def start(self):
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self):
+        self._stop.set()
+        self._ack.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        return True
+
+    def _run(self):
+        for k in range(self.total):
+            if self._stop.is_set():
+                return
+            item = self.images.items[k % len(self.images)]
+            self._ack.clear()
+            self.message_port_pub(pmt.intern("out"), image_pdu(item.pixels, dict(image_id=k, name=item.name)))
+            self.sent += 1
+            if self.pace == "ack":
+                if not self._ack.wait(self.timeout_s) and not self._stop.is_set():
+                    self.timeouts += 1
+                    gr.log.warn(f"semcom image_source: no ack for image {k} within {self.timeout_s} s, going on")
+            elif self.interval_s:
+                self._stop.wait(self.interval_s)
+
+    def done(self) -> bool:
+        """All images have been sent."""
+        return self.sent >= self.total
+
+    def finished(self) -> bool:
+        """All images sent and the last one acknowledged or timed out."""
+        return self.done() and self._thread is not None and not self._thread.is_alive()
+
+
+class semantic_encoder(gr.basic_block):
+    """Image PDU → symbol PDU for ``ofdm_tx``, with any codec of ``semcom.codecs``.
+
+    ``codec``: "jscc" or "separation"; ``rate``: bandwidth ratio ρ. ``tx_snr_db`` is the
+    TX's channel-state information until the receiver reports one: every PDU arriving on
+    ``csi`` (connect ``ofdm_rx``'s ``out``: its ``snr_est_db``) updates it, i.e. an ideal
+    feedback channel carrying the receiver's own estimate. With ``sounding_frames`` > 0
+    the encoder first sends that many short sounding frames (codec id 0, random symbols)
+    and holds images until the first CSI report arrives or ``csi_timeout_s`` passes.
+    Images that cannot be encoded are logged and counted (``failed``).
+    """
+
+    def __init__(self, codec="jscc", rate=1 / 12, tx_snr_db=10.0, sounding_frames=0, sounding_len=1024,
+                 csi_timeout_s=5.0, codec_args=None):
+        gr.basic_block.__init__(self, "semcom_semantic_encoder", None, None)
+        self.codec = codec if isinstance(codec, _codecs.Codec) else _codecs.make_codec(codec, rate, **(codec_args or {}))
+        if int(sounding_frames) < 0 or int(sounding_len) < 1 or float(csi_timeout_s) <= 0:
+            raise ValueError("sounding_frames >= 0, sounding_len >= 1 and csi_timeout_s > 0 required")
+        self.tx_snr_db = float(tx_snr_db)
+        self.sounding_frames, self.sounding_len = int(sounding_frames), int(sounding_len)
+        self.csi_timeout_s = float(csi_timeout_s)
+        self.encoded = self.failed = self.csi_reports = 0
+        self.log = []  # one dict per encoded image (TX-side facts for reports)
+        self._lock = threading.Lock()
+        self._held = []
+        self._holding = False
+        self._timer = None
+        self.message_port_register_in(pmt.intern("in"))
+        self.message_port_register_in(pmt.intern("csi"))
+        self.message_port_register_out(pmt.intern("out"))
+        self.set_msg_handler(pmt.intern("in"), self._on_image)
+        self.set_msg_handler(pmt.intern("csi"), self._on_csi)
+
+    def start(self):
+        if self.sounding_frames:
+            self._holding = True
+            for k in range(self.sounding_frames):
+                x = random_features(0xC51, k, self.sounding_len)
+                meta = pmt.dict_add(pmt.make_dict(), pmt.intern("codec_id"), pmt.from_long(SOUNDING_CODEC_ID))
+                self.message_port_pub(pmt.intern("out"), pmt.cons(meta, pmt.init_c32vector(x.size, x)))
+            self._timer = threading.Timer(self.csi_timeout_s, self._release)
+            self._timer.daemon = True
+            self._timer.start()
+        return True
+
+    def stop(self):
+        if self._timer is not None:
+            self._timer.cancel()
+        return True
+
+    def _release(self):
+        with self._lock:
+            held, self._held, self._holding = self._held, [], False
+        for msg in held:
+            self._encode(msg)
+
+    def _on_csi(self, msg):
+        try:
+            snr = _meta_dict(msg).get("snr_est_db")
+        except ValueError:
+            return
+        if snr is None or not np.isfinite(snr):
+            return
+        self.tx_snr_db = float(snr)
+        self.csi_reports += 1
+        if self._holding:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._release()
+
+    def _on_image(self, msg):
+        with self._lock:
+            if self._holding:
+                self._held.append(msg)
+                return
+        self._encode(msg)
+
+    def _encode(self, msg):
+        try:
+            pixels, meta = pdu_image(msg)
+            if pixels is None:
+                raise ValueError("empty image PDU")
+            image_id = int(meta.get("image_id", self.encoded))
+            snr = self.tx_snr_db
+            enc = self.codec.encode(pixels, {"snr_db": snr})
+        except Exception as e:  # a bad image must not stop the flowgraph
+            self.failed += 1
+            gr.log.error(f"semcom semantic_encoder ({self.codec.name}): cannot encode: {e}")
+            return
+        h, w = pixels.shape[:2]
+        rho = _codecs.rho(enc.symbols.size, h, w)
+        out = dict(codec_id=self.codec.codec_id, seq=image_id & 0xFFFF, image_id=image_id,
+                   name=str(meta.get("name", "")), tx_snr_db=snr, rho=rho)
+        d = pmt.make_dict()
+        for k, v in out.items():
+            d = pmt.dict_add(d, pmt.intern(k), pmt.to_pmt(v))
+        side = np.frombuffer(enc.side_info, np.uint8)
+        d = pmt.dict_add(d, pmt.intern("side_info"), pmt.init_u8vector(side.size, side))
+        sym = np.ascontiguousarray(enc.symbols, np.complex64)
+        self.encoded += 1
+        self.log.append(dict(out, n_symbols=int(sym.size), **enc.meta))
+        self.message_port_pub(pmt.intern("out"), pmt.cons(d, pmt.init_c32vector(sym.size, sym)))
+
+
+class semantic_decoder(gr.basic_block):
+    """``ofdm_rx`` PDU → decoded image PDU, with the receiver's own channel estimates.
+
+    Only frames whose header ``codec_id`` is this codec's are decoded (others, e.g. sounding
+    frames, are ignored). The decoder gets the RX's ``snr_est_db`` and per-symbol noise
+    variance, never the simulator's SNR. When the codec has nothing to show (e.g. the
+    separation baseline's CRC fails), ``on_failure`` = "nothing" emits an empty image PDU
+    with ``status`` "failed", "previous" re-emits the last decoded image with status
+    "previous" (what a real receiver shows). Failures are counted (``failures``).
+    """
+
+    def __init__(self, codec="jscc", rate=1 / 12, on_failure="nothing", codec_args=None):
+        gr.basic_block.__init__(self, "semcom_semantic_decoder", None, None)
+        if on_failure not in ("nothing", "previous"):
+            raise ValueError(f"on_failure must be 'nothing' or 'previous', got {on_failure!r}")
+        self.codec = codec if isinstance(codec, _codecs.Codec) else _codecs.make_codec(codec, rate, **(codec_args or {}))
+        self.on_failure = on_failure
+        self.decoded = self.failures = self.ignored = 0
+        self._previous = None
+        self.message_port_register_in(pmt.intern("in"))
+        self.message_port_register_out(pmt.intern("out"))
+        self.set_msg_handler(pmt.intern("in"), self._handle)
+
+    def _handle(self, msg):
+        try:
+            meta = _meta_dict(msg)
+        except ValueError:
+            self.ignored += 1
+            return
+        if int(meta.get("codec_id", -1)) != self.codec.codec_id:
+            self.ignored += 1
+            return
+        status, image = "ok", None
+        try:
+            y = np.asarray(pmt.c32vector_elements(pmt.cdr(msg)), np.complex64)
+            side = bytes(bytearray(meta.get("side_info", b"")))
+            csi = _codecs.Csi.from_meta(meta, y.size)
+            image = self.codec.decode(y, side, csi)
+            if image is None:
+                status = getattr(self.codec, "last_status", "failed") or "failed"
+        except Exception as e:  # channel-corrupted input must not stop the flowgraph
+            gr.log.error(f"semcom semantic_decoder ({self.codec.name}): {e}")
+            status = "error"
+        if image is None:
+            self.failures += 1
+            if self.on_failure == "previous" and self._previous is not None:
+                image, status = self._previous, "previous"
+        else:
+            self.decoded += 1
+            self._previous = image
+        out = dict(seq=int(meta.get("seq", -1)), codec=self.codec.name, status=status,
+                   snr_est_db=float(meta.get("snr_est_db", np.nan)))
+        if image is None:
+            d = pmt.make_dict()
+            for k, v in dict(out, height=0, width=0).items():
+                d = pmt.dict_add(d, pmt.intern(k), pmt.to_pmt(v))
+            self.message_port_pub(pmt.intern("out"), pmt.cons(d, pmt.init_u8vector(0, [])))
+        else:
+            self.message_port_pub(pmt.intern("out"), image_pdu(image, out))
+
+
+class image_sink(gr.basic_block):
+    """Decoded image PDUs → PNG files, per-image metrics and an ``ack`` for the source.
+
+    ``reference``/``size``: the same image set as the source (scored by ``seq``, the
+    image index mod 2^16). Metrics: PSNR, SSIM, MS-SSIM (``semcom.metrics``). An empty
+    PDU (the receiver has nothing) is scored against a mid-grey image of the reference's
+    size, which is what a display shows with no data. ``out_dir`` "" = no files; ``csv_path``
+    appends one row per image. Every PDU triggers a message on ``ack``.
+    """
+
+    FIELDS = ("seq", "name", "codec", "status", "snr_est_db", "psnr", "ssim", "ms_ssim", "file", "t")
+
+    def __init__(self, reference="", size=0, limit=0, out_dir="", csv_path="", label=""):
+        gr.basic_block.__init__(self, "semcom_image_sink", None, None)
+        self.images = load_images(reference or None, int(size), int(limit))
+        self.out_dir, self.csv_path, self.label = str(out_dir), str(csv_path), str(label)
+        if self.out_dir:
+            os.makedirs(self.out_dir, exist_ok=True)
+        self.rows = []
+        self._lock = threading.Lock()
+        self.message_port_register_in(pmt.intern("in"))
+        self.message_port_register_out(pmt.intern("ack"))
+        self.set_msg_handler(pmt.intern("in"), self._handle)
+
+    def _handle(self, msg):
+        from .. import metrics
+
+        try:
+            image, meta = pdu_image(msg)
+        except ValueError as e:
+            gr.log.error(f"semcom image_sink: {e}")
+            return
+        finally:
+            self.message_port_pub(pmt.intern("ack"), pmt.PMT_T)
+        seq = int(meta.get("seq", -1))
+        ref = self.images.items[seq % len(self.images)].pixels if seq >= 0 else None
+        row = dict(seq=seq, name="", codec=meta.get("codec", self.label), status=meta.get("status", "ok"),
+                   snr_est_db=float(meta.get("snr_est_db", np.nan)), psnr=np.nan, ssim=np.nan, ms_ssim=np.nan,
+                   file="", t=time.time())
+        if ref is not None:
+            row["name"] = self.images.items[seq % len(self.images)].name
+            shown = image if image is not None and image.shape == ref.shape else np.full_like(ref, 128)
+            row.update(psnr=metrics.psnr(ref, shown), ssim=metrics.ssim(ref, shown), ms_ssim=metrics.ms_ssim(ref, shown))
+        if image is not None and self.out_dir:
+            from PIL import Image
+
+            stem = os.path.splitext(row["name"] or f"image{seq}")[0]
+            row["file"] = os.path.join(self.out_dir, f"{stem}_{row['codec']}{self.label}_{seq}.png")
+            Image.fromarray(image).save(row["file"])
+        with self._lock:
+            self.rows.append(row)
+        if self.csv_path:
+            new = not os.path.exists(self.csv_path)
+            with open(self.csv_path, "a", newline="") as f:
+                wr = csv.DictWriter(f, fieldnames=self.FIELDS)
+                if new:
+                    wr.writeheader()
+                wr.writerow(row)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.rows)

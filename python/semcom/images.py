@@ -1,0 +1,122 @@
+"""Image sets for the image links: folders, files, or the sample photos scikit-image ships.
+
+No GNU Radio import. ``load_images`` is shared by the image source block (what is sent)
+and the image sink (the reference it scores against), so both see identical pixels.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .codecs.base import as_rgb_uint8
+
+__all__ = ["ImageItem", "ImageSet", "load_images", "SAMPLE_NAMES", "IMAGE_EXTENSIONS"]
+
+log = logging.getLogger("gr-semcom.images")
+
+#: colour photographs that ship inside scikit-image (no download needed)
+SAMPLE_NAMES = ("astronaut", "coffee", "chelsea", "rocket")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class ImageItem:
+    name: str
+    pixels: np.ndarray  # uint8 (H, W, 3)
+
+
+@dataclass
+class ImageSet:
+    """Loaded images plus the files that could not be read (name → reason)."""
+
+    items: list
+    skipped: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def _fit(a: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to size×size (Pillow, Lanczos); size 0 = as is."""
+    if not size:
+        return a
+    from PIL import Image
+
+    h, w = a.shape[:2]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    im = Image.fromarray(a[y0:y0 + s, x0:x0 + s])
+    return np.asarray(im.resize((size, size), Image.LANCZOS), np.uint8)
+
+
+def _read(path: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"), np.uint8)  # grayscale, palette, RGBA, CMYK → RGB
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read image {path!r}: {e}") from e
+
+
+def _sample(name: str) -> np.ndarray:
+    import skimage.data
+
+    if name not in SAMPLE_NAMES:
+        raise ValueError(f"unknown sample image {name!r}; available: {', '.join(SAMPLE_NAMES)}")
+    return as_rgb_uint8(getattr(skimage.data, name)())
+
+
+def load_images(path=None, size: int = 0, limit: int = 0) -> ImageSet:
+    """Load an image set.
+
+    ``path``: None/"" → scikit-image's sample photos; a folder → every image file in it
+    (sorted, extensions in ``IMAGE_EXTENSIONS``); a file; a list of files; or
+    ``"sample:astronaut,coffee"``. ``size`` > 0 centre-crops to a square and resizes to
+    size×size. ``limit`` > 0 keeps the first ``limit`` images.
+
+    Grayscale and RGBA images are converted to RGB. Files that cannot be decoded are
+    skipped, logged and listed in ``ImageSet.skipped``. A missing path, a folder with no
+    image files, or a set in which no image could be read raises ValueError.
+    """
+    if size < 0 or (size and size < 8):
+        raise ValueError(f"size must be 0 (keep) or >= 8, got {size}")
+    sources: list[tuple[str, object]] = []
+    if path is None or path == "" or (isinstance(path, str) and path.startswith("sample:")):
+        names = SAMPLE_NAMES if not path else [n.strip() for n in path[len("sample:"):].split(",") if n.strip()]
+        sources = [(n, ("sample", n)) for n in names]
+    else:
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        for p in map(os.fspath, paths):
+            if os.path.isdir(p):
+                files = sorted(f for f in os.listdir(p) if f.lower().endswith(IMAGE_EXTENSIONS))
+                if not files:
+                    raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {p!r}")
+                sources += [(f, ("file", os.path.join(p, f))) for f in files]
+            elif os.path.isfile(p):
+                sources.append((os.path.basename(p), ("file", p)))
+            else:
+                raise ValueError(f"image path {p!r} does not exist")
+    if limit:
+        sources = sources[:limit]
+    items, skipped = [], {}
+    for name, (kind, ref) in sources:
+        try:
+            a = _sample(ref) if kind == "sample" else _read(ref)
+        except ValueError as e:
+            if kind == "sample":
+                raise
+            log.warning("skipping %s", e)
+            skipped[name] = str(e)
+            continue
+        items.append(ImageItem(name, _fit(a, size)))
+    if not items:
+        raise ValueError(f"no readable images in {path!r} (skipped: {skipped})")
+    return ImageSet(items, skipped)
