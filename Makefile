@@ -1,5 +1,5 @@
 # gr-semcom: the two commands a new user types.
-#   make demo   -> set everything up (once) and run the main job
+#   make demo   -> set everything up (once) and run the main job (apps/image_link.py)
 #   make test   -> set everything up (once) and run the test suite
 # Everything is idempotent; the second run skips what is already done.
 
@@ -14,13 +14,15 @@ export SEMCOM_PREFIX := $(PREFIX)
 .PHONY: demo test setup install apt venv clean bench
 
 demo: install
-	$(PY) apps/loopback.py
+	$(PY) apps/image_link.py
 
 test: install
 	SEMCOM_TEST_INSTALLED=1 $(PY) -m pytest -q tests
 
 bench: install
 	$(PY) apps/bench_phy.py
+	$(PY) apps/bench_codec.py
+	$(PY) apps/bench_link.py
 
 setup: install
 

@@ -65,26 +65,28 @@ class image_source(gr.basic_block):
 
     Parameters: ``path`` ("" = sample photos; a folder; a file; "sample:astronaut,coffee"),
     ``size`` (0 = native size, else centre-crop + resize to size×size), ``limit`` (0 = all),
-    ``repeat`` (times the set is sent), ``pace``: "ack" sends the next image when a message
-    arrives on ``next`` (stop-and-wait; connect the image sink's ``ack``) or after
-    ``timeout_s`` without one (a lost frame), "interval" sends one every ``interval_s``.
+    ``repeat`` (times the set is sent), ``pace``: "ack" keeps at most ``window`` images in
+    flight, sending the next one when a message arrives on ``next`` (connect the image
+    sink's ``ack``; window 1 = stop-and-wait) or after ``timeout_s`` without one (a lost
+    frame); "interval" sends one every ``interval_s``.
     Unreadable files are skipped and listed in ``skipped``; an empty folder or missing
     path raises ValueError when the block is built.
     """
 
-    def __init__(self, path="", size=0, limit=0, repeat=1, pace="ack", interval_s=0.0, timeout_s=10.0):
+    def __init__(self, path="", size=0, limit=0, repeat=1, pace="ack", interval_s=0.0, timeout_s=10.0, window=1):
         gr.basic_block.__init__(self, "semcom_image_source", None, None)
         if pace not in ("ack", "interval"):
             raise ValueError(f"pace must be 'ack' or 'interval', got {pace!r}")
-        if int(repeat) < 1 or float(interval_s) < 0 or float(timeout_s) <= 0:
-            raise ValueError("repeat >= 1, interval_s >= 0 and timeout_s > 0 required")
+        if int(repeat) < 1 or float(interval_s) < 0 or float(timeout_s) <= 0 or int(window) < 1:
+            raise ValueError("repeat >= 1, interval_s >= 0, timeout_s > 0 and window >= 1 required")
         self.images = load_images(path or None, int(size), int(limit))
         self.skipped = self.images.skipped
         self.repeat, self.pace = int(repeat), pace
         self.interval_s, self.timeout_s = float(interval_s), float(timeout_s)
         self.sent = 0
         self.timeouts = 0
-        self._ack = threading.Event()
+        self.window = int(window)
+        self._slots = threading.Semaphore(self.window)
         self._stop = threading.Event()
         self._thread = None
         self.message_port_register_out(pmt.intern("out"))
@@ -92,7 +94,7 @@ class image_source(gr.basic_block):
         self.set_msg_handler(pmt.intern("next"), self._on_next)
 
     def _on_next(self, _msg):
-        self._ack.set()
+        self._slots.release()
 
     @property
     def total(self) -> int:
@@ -107,32 +109,34 @@ class image_source(gr.basic_block):
 
     def stop(self):
         self._stop.set()
-        self._ack.set()
+        self._slots.release()
         if self._thread is not None:
             self._thread.join(timeout=2)
         return True
 
     def _run(self):
         for k in range(self.total):
+            if self.pace == "ack" and not self._slots.acquire(timeout=self.timeout_s):
+                self.timeouts += 1
+                gr.log.warn(f"semcom image_source: no ack within {self.timeout_s} s, going on with image {k}")
             if self._stop.is_set():
                 return
             item = self.images.items[k % len(self.images)]
-            self._ack.clear()
             self.message_port_pub(pmt.intern("out"), image_pdu(item.pixels, dict(image_id=k, name=item.name)))
             self.sent += 1
-            if self.pace == "ack":
-                if not self._ack.wait(self.timeout_s) and not self._stop.is_set():
-                    self.timeouts += 1
-                    gr.log.warn(f"semcom image_source: no ack for image {k} within {self.timeout_s} s, going on")
-            elif self.interval_s:
+            if self.pace == "interval" and self.interval_s:
                 self._stop.wait(self.interval_s)
+        if self.pace == "ack":  # wait for the last images' acks (or their timeouts)
+            for _ in range(min(self.window, self.total)):
+                if self._stop.is_set() or not self._slots.acquire(timeout=self.timeout_s):
+                    return
 
     def done(self) -> bool:
         """All images have been sent."""
         return self.sent >= self.total
 
     def finished(self) -> bool:
-        """All images sent and the last one acknowledged or timed out."""
+        """All images sent and the last ones acknowledged or timed out."""
         return self.done() and self._thread is not None and not self._thread.is_alive()
 
 

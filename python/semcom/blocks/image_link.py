@@ -45,6 +45,8 @@ class LinkConfig:
     seed: int = 0
     out_dir: str = ""
     sounding_frames: int = 2
+    window: int = 1             # images in flight (1 = stop-and-wait)
+    repeat: int = 1
     tx_snr_db: float = 10.0     # TX CSI before the first receiver report
     equalizer: str = "mmse"
     on_failure: str = "nothing"
@@ -76,7 +78,7 @@ class image_link_flowgraph(gr.top_block):
         self.cfg = cfg
         p = make_params(cfg.profile)
         self.codec = codec or _codecs.make_codec(cfg.codec, cfg.rate, **cfg.codec_args)
-        self.src = image_source(cfg.images, cfg.size, cfg.limit, pace="ack")
+        self.src = image_source(cfg.images, cfg.size, cfg.limit, repeat=cfg.repeat, pace="ack", window=cfg.window)
         sizes = [it.pixels.shape[:2] for it in self.src.images]
         max_len = max(self.codec.channel_uses(h, w) for h, w in sizes)
         max_len = max(max_len, 1024)
@@ -98,7 +100,8 @@ class image_link_flowgraph(gr.top_block):
 
 
 def run_image_link(cfg: LinkConfig, codec: _codecs.Codec | None = None, timeout_s: float = 120.0) -> dict:
-    """Run one configuration to completion; returns the sink rows plus link counters.
+    """Run one configuration to completion; returns the sink rows plus link counters
+    (``samples``: complex baseband samples that reached the receiver, ``wall_s``).
 
     Every image the source sends gets a row: images whose frame never arrived (missed
     preamble, header or side-info CRC failure) are added with status "lost" and scored
@@ -137,7 +140,7 @@ def run_image_link(cfg: LinkConfig, codec: _codecs.Codec | None = None, timeout_
                  channel=cfg.channel, snr_db=cfg.snr_db, seed=cfg.seed)
         r.update({k: v for k, v in e.items() if k.startswith("tx_") and k not in r})
     rows.sort(key=lambda r: r["seq"])
-    return dict(rows=rows, wall_s=wall, header_failures=tb.rx.header_failures(), side_failures=tb.rx.side_failures(),
+    return dict(rows=rows, wall_s=wall, samples=int(tb.rx.corr.nitems_read(0)), header_failures=tb.rx.header_failures(), side_failures=tb.rx.side_failures(),
                 frames_received=tb.rx.frames_received(), decoder_failures=tb.dec.failures,
                 encoder_failures=tb.enc.failed, source_timeouts=tb.src.timeouts, skipped=dict(tb.src.skipped))
 
