@@ -37,8 +37,10 @@ def options(ap: argparse.ArgumentParser, snrs=(-5, 0, 5, 10, 20), size=256, limi
 
 
 def configs(a) -> list:
+    """The run grid of the parsed options; bad ratios or image paths exit with a clear error."""
     try:
         rates = [parse_rate(r) for r in a.rho]
+        semcom.images.load_images(a.images or None, a.size, a.limit)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     base = LinkConfig(images=a.images, size=a.size, limit=a.limit, profile=a.profile, fdts=a.fdts,

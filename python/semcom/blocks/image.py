@@ -25,7 +25,7 @@ from .. import codecs as _codecs
 from ..images import load_images
 from .link import random_features
 
-__all__ = ["image_source", "semantic_encoder", "semantic_decoder", "image_sink", "image_pdu", "pdu_image"]
+__all__ = ["image_source", "semantic_encoder", "semantic_decoder", "image_sink", "image_pdu", "pdu_image", "score"]
 
 SOUNDING_CODEC_ID = 0
 
@@ -305,6 +305,16 @@ class semantic_decoder(gr.basic_block):
             self.message_port_pub(pmt.intern("out"), image_pdu(image, out))
 
 
+def score(ref: np.ndarray, shown: np.ndarray) -> dict:
+    """PSNR, SSIM and MS-SSIM of a shown image; SSIM/MS-SSIM are NaN below their 11×11 window."""
+    from .. import metrics
+
+    out = dict(psnr=metrics.psnr(ref, shown), ssim=np.nan, ms_ssim=np.nan)
+    if min(ref.shape[:2]) >= 11:
+        out.update(ssim=metrics.ssim(ref, shown), ms_ssim=metrics.ms_ssim(ref, shown))
+    return out
+
+
 class image_sink(gr.basic_block):
     """Decoded image PDUs → PNG files, per-image metrics and an ``ack`` for the source.
 
@@ -330,8 +340,6 @@ class image_sink(gr.basic_block):
         self.set_msg_handler(pmt.intern("in"), self._handle)
 
     def _handle(self, msg):
-        from .. import metrics
-
         try:
             image, meta = pdu_image(msg)
         except ValueError as e:
@@ -347,7 +355,7 @@ class image_sink(gr.basic_block):
         if ref is not None:
             row["name"] = self.images.items[seq % len(self.images)].name
             shown = image if image is not None and image.shape == ref.shape else np.full_like(ref, 128)
-            row.update(psnr=metrics.psnr(ref, shown), ssim=metrics.ssim(ref, shown), ms_ssim=metrics.ms_ssim(ref, shown))
+            row.update(score(ref, shown))
         if image is not None and self.out_dir:
             from PIL import Image
 

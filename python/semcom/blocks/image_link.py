@@ -15,7 +15,7 @@ from gnuradio import gr
 
 from .. import codecs as _codecs
 from .channels import awgn_channel, flat_fading_channel, impairments, multipath_channel
-from .image import image_sink, image_source, semantic_decoder, semantic_encoder
+from .image import image_sink, image_source, score, semantic_decoder, semantic_encoder
 from .ofdm import make_params, ofdm_rx, ofdm_tx
 
 __all__ = ["image_link_flowgraph", "LinkConfig", "CHANNELS", "make_channel", "run_image_link", "run_points", "grid",
@@ -107,8 +107,6 @@ def run_image_link(cfg: LinkConfig, codec: _codecs.Codec | None = None, timeout_
     preamble, header or side-info CRC failure) are added with status "lost" and scored
     against the mid-grey image, like every other case where the receiver has nothing.
     """
-    from .. import metrics
-
     tb = image_link_flowgraph(cfg, codec)
     t0 = time.time()
     tb.start()
@@ -129,10 +127,8 @@ def run_image_link(cfg: LinkConfig, codec: _codecs.Codec | None = None, timeout_
     for k in range(tb.src.total):
         if k & 0xFFFF not in got:
             it = tb.src.images.items[k % len(tb.src.images)]
-            grey = np.full_like(it.pixels, 128)
-            rows.append(dict(seq=k, name=it.name, codec=tb.codec.name, status="lost", snr_est_db=np.nan,
-                             psnr=metrics.psnr(it.pixels, grey), ssim=metrics.ssim(it.pixels, grey),
-                             ms_ssim=metrics.ms_ssim(it.pixels, grey), file="", t=np.nan))
+            rows.append(dict(seq=k, name=it.name, codec=tb.codec.name, status="lost", snr_est_db=np.nan, file="",
+                             t=np.nan, **score(it.pixels, np.full_like(it.pixels, 128))))
     tx_log = {e["image_id"]: e for e in tb.enc.log}
     for r in rows:
         e = tx_log.get(r["seq"], {})
