@@ -20,8 +20,9 @@ __all__ = ["ROW_FIELDS", "write_rows", "read_rows", "summarize", "plot_vs_snr", 
 
 #: one CSV row per (image, codec, ρ, channel, SNR, seed)
 ROW_FIELDS = ("name", "codec", "rho", "rho_actual", "channel", "snr_db", "seed", "status", "snr_est_db", "tx_snr_db",
-              "psnr", "ssim", "ms_ssim", "n_symbols", "file")
+              "psnr", "ssim", "ms_ssim", "effnet_dist", "n_symbols", "file")
 _POINT = ("codec", "rho", "channel", "snr_db")
+_FLOATS = ("rho", "rho_actual", "snr_db", "snr_est_db", "tx_snr_db", "psnr", "ssim", "ms_ssim", "effnet_dist")
 
 
 def write_rows(rows, path: str, append: bool = False) -> None:
@@ -47,7 +48,7 @@ def read_rows(path: str) -> list[dict]:
     out = []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            for k in ("rho", "rho_actual", "snr_db", "snr_est_db", "tx_snr_db", "psnr", "ssim", "ms_ssim"):
+            for k in _FLOATS:
                 r[k] = float(r[k]) if r.get(k) not in (None, "") else float("nan")
             for k in ("seed", "n_symbols"):
                 r[k] = int(float(r[k])) if r.get(k) not in (None, "") else 0
@@ -64,7 +65,7 @@ def summarize(rows) -> list[dict]:
     out = []
     for key, rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2], kv[0][3])):
         s = dict(zip(_POINT, key), n=len(rs), failed=sum(r["status"] != "ok" for r in rs))
-        for m in ("psnr", "ssim", "ms_ssim", "snr_est_db"):
+        for m in ("psnr", "ssim", "ms_ssim", "effnet_dist", "snr_est_db"):
             v = np.array([r[m] for r in rs], float)
             s[m] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
         out.append(s)
@@ -137,12 +138,12 @@ def html_report(title: str, config: dict, summary, examples, plots, notes=()) ->
         parts.append(f"<p>{e(n)}</p>")
     parts.append("<h2>Metrics (mean over images)</h2><table><tr><th>codec</th><th>ρ</th><th>channel</th>"
                  "<th>SNR (dB)</th><th>est. SNR (dB)</th><th>PSNR (dB)</th><th>SSIM</th><th>MS-SSIM</th>"
-                 "<th>nothing received</th></tr>")
+                 "<th>EfficientNet-Lite0 feature distance</th><th>nothing received</th></tr>")
     for s in summary:
         rho = f"1/{1 / s['rho']:.0f}" if s["rho"] > 0 else "–"
         parts.append(f"<tr><td>{e(s['codec'])}</td><td>{rho}</td><td>{e(s['channel'])}</td><td>{s['snr_db']:g}</td>"
                      f"<td>{s['snr_est_db']:.2f}</td><td>{s['psnr']:.2f}</td><td>{s['ssim']:.3f}</td>"
-                     f"<td>{s['ms_ssim']:.3f}</td><td>{s['failed']}/{s['n']}</td></tr>")
+                     f"<td>{s['ms_ssim']:.3f}</td><td>{s['effnet_dist']:.4f}</td><td>{s['failed']}/{s['n']}</td></tr>")
     parts.append("</table><h2>Plots</h2>")
     for caption, png in plots:
         parts.append(f"<figure style='display:inline-block'><img src='{png_data_uri(png)}'>"

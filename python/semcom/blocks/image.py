@@ -306,10 +306,12 @@ class semantic_decoder(gr.basic_block):
 
 
 def score(ref: np.ndarray, shown: np.ndarray) -> dict:
-    """PSNR, SSIM and MS-SSIM of a shown image; SSIM/MS-SSIM are NaN below their 11×11 window."""
+    """PSNR, SSIM, MS-SSIM and the EfficientNet-Lite0 feature distance (``effnet_dist``, not
+    LPIPS) of a shown image; SSIM/MS-SSIM are NaN below their 11×11 window."""
     from .. import metrics
 
-    out = dict(psnr=metrics.psnr(ref, shown), ssim=np.nan, ms_ssim=np.nan)
+    out = dict(psnr=metrics.psnr(ref, shown), ssim=np.nan, ms_ssim=np.nan,
+               effnet_dist=metrics.effnet_feature_distance(ref, shown))
     if min(ref.shape[:2]) >= 11:
         out.update(ssim=metrics.ssim(ref, shown), ms_ssim=metrics.ms_ssim(ref, shown))
     return out
@@ -319,13 +321,14 @@ class image_sink(gr.basic_block):
     """Decoded image PDUs → PNG files, per-image metrics and an ``ack`` for the source.
 
     ``reference``/``size``: the same image set as the source (scored by ``seq``, the
-    image index mod 2^16). Metrics: PSNR, SSIM, MS-SSIM (``semcom.metrics``). An empty
+    image index mod 2^16). Metrics: ``score`` (PSNR, SSIM, MS-SSIM, EfficientNet-Lite0
+    feature distance). An empty
     PDU (the receiver has nothing) is scored against a mid-grey image of the reference's
     size, which is what a display shows with no data. ``out_dir`` "" = no files; ``csv_path``
     appends one row per image. Every PDU triggers a message on ``ack``.
     """
 
-    FIELDS = ("seq", "name", "codec", "status", "snr_est_db", "psnr", "ssim", "ms_ssim", "file", "t")
+    FIELDS = ("seq", "name", "codec", "status", "snr_est_db", "psnr", "ssim", "ms_ssim", "effnet_dist", "file", "t")
 
     def __init__(self, reference="", size=0, limit=0, out_dir="", csv_path="", label=""):
         gr.basic_block.__init__(self, "semcom_image_sink", None, None)
@@ -351,7 +354,7 @@ class image_sink(gr.basic_block):
         ref = self.images.items[seq % len(self.images)].pixels if seq >= 0 else None
         row = dict(seq=seq, name="", codec=meta.get("codec", self.label), status=meta.get("status", "ok"),
                    snr_est_db=float(meta.get("snr_est_db", np.nan)), psnr=np.nan, ssim=np.nan, ms_ssim=np.nan,
-                   file="", t=time.time())
+                   effnet_dist=np.nan, file="", t=time.time())
         if ref is not None:
             row["name"] = self.images.items[seq % len(self.images)].name
             shown = image if image is not None and image.shape == ref.shape else np.full_like(ref, 128)
