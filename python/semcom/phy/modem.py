@@ -1,9 +1,10 @@
-"""Frame assembly and frame-level receiver processing, plus a numpy reference modem.
+"""Frame assembly, the streaming frame receiver, and a numpy reference modem.
 
-The functions ``build_frame``, ``decode_header`` and ``demod_payload`` are shared: the GNU
-Radio blocks call them at frame level (after GNU Radio's C++ sync, FFT and channel
-estimator), and ``ReferenceModem`` wraps them with a numpy Schmidl & Cox synchroniser so
-that tests and fast sweeps run the very same frame format without GNU Radio.
+``build_frame``/``frame_grid``/``grid_to_time`` make a frame; ``FrameReceiver`` finds and
+decodes frames in a sample stream fed in chunks of any size (preamble detection, CFO,
+channel estimation and tracking, header decoding, analog equalisation). The GNU Radio
+blocks are thin wrappers around exactly these functions, and ``ReferenceModem`` runs them
+on whole numpy buffers, so tests and sweeps use the very same code without GNU Radio.
 
 Scaling: the payload is normalised to unit mean power per complex symbol (the gain used is
 sent in the header and undone by the receiver), the IFFT is unitary (× 1/√N), so a data
@@ -12,10 +13,13 @@ per channel use — the project's single SNR convention.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
+import scipy.fft
+from scipy.ndimage import maximum_filter1d
 
 from . import header as hdr
 from .params import OfdmParams, lfsr_bits
@@ -133,9 +137,16 @@ def frame_grid(p: OfdmParams, data: np.ndarray) -> np.ndarray:
 def grid_to_time(p: OfdmParams, grid: np.ndarray) -> np.ndarray:
     """Unitary IFFT of each (shifted-domain) symbol, cyclic prefix, serialise."""
     n = p.fft_len
-    t = np.fft.ifft(np.fft.ifftshift(grid, axes=1), axis=1) * np.sqrt(n)
-    t = np.concatenate([t[:, n - p.cp_len:], t], axis=1)
-    return t.reshape(-1).astype(np.complex64)
+    t = scipy.fft.ifft(np.asarray(grid, np.complex64)[:, _rx(p).shift], axis=1, norm="ortho")
+    return np.concatenate([t[:, n - p.cp_len:], t], axis=1).reshape(-1)
+
+
+def frame_samples(p: OfdmParams, frame: TxFrame, tail_symbols: int = 0) -> np.ndarray:
+    """Time-domain burst of a frame (preamble, data symbols, ``tail_symbols`` pilot-only symbols)."""
+    data = frame.data
+    if tail_symbols:
+        data = np.concatenate([data, np.zeros((int(tail_symbols), p.n_data), np.complex64)])
+    return grid_to_time(p, frame_grid(p, data))
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,27 +154,79 @@ def grid_to_time(p: OfdmParams, grid: np.ndarray) -> np.ndarray:
 @dataclass
 class HeaderRx:
     header: hdr.Header
-    chan: np.ndarray  # refined channel estimate, shifted domain (N,)
+    chan: np.ndarray  # channel at the centre of the header, shifted domain (N,), delay-projected
     noise_var: float  # per-subcarrier noise variance σ²
     phase0: float  # common phase model φ(t) = phase0 + dphi·t, t counted from the first header symbol
     dphi: float
     n_header: int
+    pilot_chan: np.ndarray = field(repr=False, default=None)  # (n_header × n_pilots) channel at the header's pilots
 
 
 _OMEGA_GRID = np.linspace(-0.8, 0.8, 321)
 
 
-def _fit_phase(c: np.ndarray):
+class _Rx:
+    """Everything the frame-level receiver derives from one OfdmParams, computed once.
+
+    The per-frame code then only indexes these arrays: at a few thousand samples per frame
+    the number of numpy calls, not the arithmetic, is what a frame costs.
+    """
+
+    def __init__(self, p: OfdmParams):
+        n = p.fft_len
+        self.n, self.sl, self.cp, self.n_h = n, p.symbol_len, p.cp_len, n_header_symbols(p)
+        self.start = p.cp_len - fft_window_backoff(p)  # FFT window start within a symbol
+        self.di, self.pi, self.act = p.data_idx, p.pilot_idx, p.active_idx
+        self.pos_p, self.pos_d = np.searchsorted(self.act, self.pi), np.searchsorted(self.act, self.di)
+        self.shift = np.fft.fftshift(np.arange(n))
+        k = np.arange(n) - n // 2
+        # undo the linear phase of the early window (channel estimates stay smooth), unitary FFT
+        self.winph = (np.exp(2j * np.pi * k * fft_window_backoff(p) / n) / np.sqrt(n)).astype(np.complex64)
+        self.ramp = np.arange(n) * (-2 * np.pi / n)  # × cfo: per-sample CFO correction phase
+        sw1, sw2 = p.sync_word1, p.sync_word2
+        self.ks1 = np.flatnonzero(sw1)  # sync 1's carriers
+        self.sw1k, self.sw2k = sw1[self.ks1], sw2[self.ks1]
+        self.sw2a = sw2[self.act]
+        # sync estimate (sync_channel) as an observation: weight 3 at t = -5/3 on sync 1's
+        # carriers (sync 1 at t = -2 with √2 amplitude, sync 2 at t = -1), weight 1 at t = -1 elsewhere
+        on1 = sw1[self.act] != 0
+        self.t0 = np.where(on1, -5.0 / 3.0, -1.0)
+        self.w0 = np.where(on1, 3.0, 1.0)
+        # a channel whose impulse response fits in the cyclic prefix (the only kind an OFDM
+        # receiver equalises without ISI) lies in the span of F: delays [-cp/4, 3cp/4) around
+        # the FFT window (its backoff); projecting an estimate onto it removes 1 - cp/N_active
+        # of the noise
+        d = np.arange(p.cp_len) - fft_window_backoff(p)
+        self.F = np.exp(-2j * np.pi * np.outer(self.act - n // 2, d) / n)
+        self.Fi = np.linalg.pinv(self.F)
+        self.proj = (self.F @ self.Fi).astype(np.complex64)
+        self.Fp, self.Fd = self.F[self.pos_p], self.F[self.pos_d]
+        self.pil_h = p.pilot_values(0, self.n_h)
+        self.steer = np.exp(-1j * np.outer(_OMEGA_GRID, np.arange(self.n_h)))
+        self.t_h = np.arange(self.n_h)
+
+
+def _rx(p: OfdmParams) -> _Rx:
+    r = p._cache.get("rx")
+    if r is None:
+        r = p._cache.setdefault("rx", _Rx(p))
+    return r
+
+
+def _fit_phase(c: np.ndarray, steer: Optional[np.ndarray] = None):
     """Linear phase model φ(t) = φ0 + Δφ·t from per-symbol complex correlations c_t.
 
     Δφ maximises |Σ c_t e^{-jΔφ t}| (the ML estimate of a tone in noise) on a grid of
-    ±0.8 rad/symbol (residual CFO up to ±0.1 subcarrier), then φ0 follows.
+    ±0.8 rad/symbol (residual CFO up to ±0.1 subcarrier), then φ0 follows. ``steer``: the
+    grid's e^{-jΔφ t} matrix for len(c) symbols, if precomputed.
     """
-    t = np.arange(len(c))
-    if len(c) > 2:
-        s = np.exp(-1j * np.outer(_OMEGA_GRID, t)) @ c
-        dphi = float(_OMEGA_GRID[int(np.argmax(np.abs(s)))])
-    elif len(c) == 2:
+    n = len(c)
+    t = np.arange(n)
+    if n > 2:
+        if steer is None:
+            steer = np.exp(-1j * np.outer(_OMEGA_GRID, t))
+        dphi = float(_OMEGA_GRID[int(np.argmax(np.abs(steer @ c)))])
+    elif n == 2:
         dphi = float(np.angle(c[1] * np.conj(c[0])))
     else:
         dphi = 0.0
@@ -171,70 +234,61 @@ def _fit_phase(c: np.ndarray):
     return phase0, dphi
 
 
-def delay_projection(p: OfdmParams) -> np.ndarray:
-    """Projection of active-carrier channel vectors onto impulse responses inside the CP.
-
-    A channel whose impulse response fits in the cyclic prefix (the only kind an OFDM
-    receiver can equalise without ISI) lives in a ``cp_len``-dimensional subspace of the
-    active carriers; projecting a noisy estimate onto it removes (1 - cp/N_active) of the
-    noise. Delays span [-cp/4, 3cp/4) around the FFT window, matching the window backoff.
-    """
-    P = p._cache.get("delay_proj")
-    if P is None:
-        k = (p.active_idx - p.fft_len // 2).astype(np.float64)
-        d = np.arange(p.cp_len) - fft_window_backoff(p)
-        F = np.exp(-2j * np.pi * np.outer(k, d) / p.fft_len)
-        P = (F @ np.linalg.pinv(F)).astype(np.complex64)
-        p._cache["delay_proj"] = P
-    return P
-
-
 def decode_header(p: OfdmParams, y_hdr: np.ndarray, chan0: np.ndarray) -> Optional[HeaderRx]:
     """Decode the coded header from its OFDM symbols.
 
     y_hdr: (n_header × N) received header symbols after a unitary FFT, shifted domain.
-    chan0: (N,) channel estimate from the second sync symbol (same scaling).
+    chan0: (N,) channel estimate from the sync symbols (``sync_channel``, same scaling).
     Returns None when the CRC (or version) fails — the frame must then be dropped.
+
+    Once the header is known every header carrier is a pilot: the channel is refitted per
+    carrier as A + B·(t - t_c) over the sync and header symbols (a channel that changes
+    during the header does not inflate the noise estimate), A and B projected onto delays
+    within the CP; σ² comes from the residual with its degrees of freedom removed.
     """
-    n_h = n_header_symbols(p)
+    r = _rx(p)
+    n_h, act, pos_p, pos_d = r.n_h, r.act, r.pos_p, r.pos_d
     y = np.asarray(y_hdr, dtype=np.complex64)
     h0 = np.asarray(chan0, dtype=np.complex64)
     if y.shape != (n_h, p.fft_len) or h0.shape != (p.fft_len,):
         raise ValueError(f"header block must be ({n_h}, {p.fft_len}), channel ({p.fft_len},)")
-    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(h0))):
+    if not (np.isfinite(y).all() and np.isfinite(h0).all()):
         return None
-    di, pi = p.data_idx, p.pilot_idx
-    act = p.active_idx
-    pil = p.pilot_values(0, n_h)
-    proj = delay_projection(p)
-    h0 = h0.copy()
-    h0[act] = proj @ h0[act]
+    ya = y[:, act]
+    h_sync = h0[act]
+    hp = r.proj @ h_sync
     # 1. common phase from pilots, linear model over the header
-    c = np.sum(y[:, pi] * np.conj(h0[pi] * pil), axis=1)
-    ph0, dph = _fit_phase(c)
-    rot = np.exp(-1j * (ph0 + dph * np.arange(n_h)))[:, None]
+    ph0, dph = _fit_phase((ya[:, pos_p] * np.conj(hp[pos_p] * r.pil_h)).sum(axis=1), r.steer)
+    rot = np.exp(-1j * (ph0 + dph * r.t_h))[:, None]
     # 2. MRC soft chips, ML decoding, CRC
-    z = y[:, di] * rot * np.conj(h0[di])
-    bits = hdr.decode_bits_block(_grid_to_soft(p, z), hdr.HEADER_INFO_BITS)
+    bits = hdr.decode_bits_block(_grid_to_soft(p, ya[:, pos_d] * rot * np.conj(hp[pos_d])), hdr.HEADER_INFO_BITS)
     h = hdr.bits_to_header(bits)
     if h is None:
         return None
     # 3. the header is now known: refine phase, channel and noise variance with it
-    x = np.zeros((n_h, p.fft_len), np.complex64)
-    x[:, di] = _chips_to_grid(p, hdr.encode_bits_block(bits))
-    x[:, pi] = pil
-    c = np.sum(y[:, act] * np.conj(h0[act] * x[:, act]), axis=1)
-    ph0, dph = _fit_phase(c)
-    rot = np.exp(-1j * (ph0 + dph * np.arange(n_h)))[:, None]
-    yr = y[:, act] * rot
-    obs = yr / x[:, act]  # unit-magnitude known symbols → per-symbol channel observations
-    m = n_h + 1
+    x = np.empty((n_h, len(act)), np.complex64)
+    x[:, pos_d] = _chips_to_grid(p, hdr.encode_bits_block(bits))
+    x[:, pos_p] = r.pil_h
+    xc = np.conj(x)  # |x| = 1: 1/x = conj(x)
+    ph0, dph = _fit_phase((ya * xc).dot(np.conj(hp)), r.steer)
+    obs = ya * xc * np.exp(-1j * (ph0 + dph * r.t_h)).astype(np.complex64)[:, None]  # channel observations
+    # weighted LS per carrier: sync estimate (time t0, weight w0) and one observation per header symbol
+    tc = (n_h - 1) / 2.0
+    th = r.t_h - tc
+    u0, w0 = r.t0 - tc, r.w0
+    s0, s1, s2 = w0 + n_h, w0 * u0 + th.sum(), w0 * u0 ** 2 + th.dot(th)
+    y0 = w0 * h_sync + obs.sum(axis=0)
+    y1 = w0 * u0 * h_sync + th @ obs
+    det = s0 * s2 - s1 ** 2
+    a = r.proj @ ((s2 * y0 - s1 * y1) / det).astype(np.complex64)
+    b = r.proj @ ((s0 * y1 - s1 * y0) / det).astype(np.complex64)
+    e = obs - (a + th[:, None] * b)
+    e0 = h_sync - (a + u0 * b)
+    res = e.real.ravel().dot(e.real.ravel()) + e.imag.ravel().dot(e.imag.ravel()) + w0.dot(e0.real ** 2 + e0.imag ** 2)
+    nvar = float(res / max(len(act) * (n_h + 1) - 2 * p.cp_len, 1))
     chan = np.zeros(p.fft_len, np.complex64)
-    chan[act] = proj @ ((h0[act] + obs.sum(axis=0)) / m)
-    resid = yr - chan[act] * x[:, act]
-    # the residual misses the part of the noise that went into the (projected, averaged) estimate
-    nvar = float(np.mean(np.abs(resid) ** 2) / (1.0 - p.cp_len / (len(act) * m)))
-    return HeaderRx(h, chan, max(nvar, 1e-12), ph0, dph, n_h)
+    chan[act] = a
+    return HeaderRx(h, chan, max(nvar, 1e-12), ph0, dph, n_h, obs[:, pos_p])
 
 
 @dataclass
@@ -245,73 +299,150 @@ class PayloadRx:
     side: bytes
     snr_db: float  # estimated Es/N0 per channel use
     noise_var_sc: float  # per-subcarrier noise variance σ² (transmit scale)
-    chan: np.ndarray = field(repr=False, default=None)  # per-subcarrier channel (data carriers)
+    chan: np.ndarray = field(repr=False, default=None)  # channel per data carrier at the header
     cfo: float = 0.0  # estimated carrier frequency offset, subcarrier spacings
 
 
+PILOT_WINDOWS = (3, 5, 9, 15, 25)  # candidates of the automatic smoothing window (pilot_window=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _smoother(T: int, windows: tuple):
+    """Coefficients of the local linear regressions ``_local_linear`` runs on T rows."""
+    t = np.arange(T, dtype=np.float64)
+    hs = np.array([max(0, int(w) // 2) for w in windows])[:, None]
+    lo, hi = np.maximum(t - hs, 0).astype(np.int64), np.minimum(t + hs + 1, T).astype(np.int64)
+    c = np.concatenate([[0.0], np.cumsum(np.ones(T))]), np.concatenate([[0.0], np.cumsum(t)]), \
+        np.concatenate([[0.0], np.cumsum(t * t)])
+    s0, st, stt = (v[hi] - v[lo] for v in c)
+    s1 = st - t * s0  # Σ(τ - t) and Σ(τ - t)² over each window
+    s2 = stt - 2 * t * st + t * t * s0
+    det = s0 * s2 - s1 * s1
+    lin = det > 1e-9  # at least two distinct times in the window
+    d = np.where(lin, det, 1.0)
+    c0, c1 = np.where(lin, s2 / d, 1.0 / s0), np.where(lin, -s1 / d, 0.0)
+    return t[:, None], lo, hi, c0[..., None], c1[..., None], c0  # c0 is also the hat-matrix diagonal
+
+
+def _local_linear(z: np.ndarray, windows: tuple):
+    """Local linear regressions of the rows of z (T × P), one per centred window length in
+    ``windows`` (clipped at the ends).
+
+    Returns the smoothed rows (len(windows) × T × P) and the noise-variance factor of each
+    fitted row (len(windows) × T: its variance over one sample's, also the hat-matrix diagonal).
+    """
+    t, lo, hi, c0, c1, vf = _smoother(len(z), tuple(windows))
+    pad = np.zeros((1, z.shape[1]), np.complex128)
+    cz, ctz = np.concatenate([pad, np.cumsum(z, axis=0)]), np.concatenate([pad, np.cumsum(t * z, axis=0)])
+    y0 = cz[hi] - cz[lo]
+    y1 = ctz[hi] - ctz[lo] - t * y0  # Σ z and Σ (τ - t) z over each window
+    return c0 * y0 + c1 * y1, vf
+
+
+def _smooth_auto(z: np.ndarray):
+    """``_local_linear`` with the window from ``PILOT_WINDOWS`` that predicts each held-out
+    sample best (leave-one-out error, exact for a linear smoother: residual / (1 - hat value)).
+    The best window grows with the SNR and shrinks with the Doppler."""
+    a, vf = _local_linear(z, PILOT_WINDOWS)
+    ok = (vf < 0.99).all(axis=0)  # rows every window can predict
+    if not ok.any():
+        return a[0], vf[0]
+    e = (z[ok] - a[:, ok]) / (1 - vf[:, ok, None])
+    cv = (e.real ** 2 + e.imag ** 2).sum(axis=(1, 2))
+    i = int(np.argmin(cv))
+    return a[i], vf[i]
+
+
+def _tracking_weights(r: _Rx, chan: np.ndarray, dev: np.ndarray, dev_var: float) -> Optional[np.ndarray]:
+    """LMMSE interpolation (n_data × n_pilots) of channel deviations from the pilots to the data carriers.
+
+    The deviation of the channel from its header value is a sum of the same paths as the
+    channel itself, so its frequency correlation is modelled from the power delay profile of
+    the header estimate: R = F diag(pdp) Fᴴ. ``dev``: smoothed pilot deviations, ``dev_var``:
+    their noise variance. None when the deviations are no larger than their noise.
+    """
+    power = float((dev.real ** 2 + dev.imag ** 2).mean()) - dev_var
+    if not power > 0:
+        return None
+    g = r.Fi @ chan[r.act]
+    pdp = g.real ** 2 + g.imag ** 2
+    pdp = pdp + (1e-3 * pdp.max() + 1e-30)
+    pdp /= pdp.sum()
+    fph = (r.Fp * pdp).conj().T  # diag(pdp) Fpᴴ
+    rpp = r.Fp @ fph
+    rpp[np.diag_indices_from(rpp)] += dev_var / power
+    return np.linalg.solve(rpp.T, (r.Fd @ fph).T).T  # R_dp R_pp⁻¹ (R_pp Hermitian)
+
+
 def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str = "zf",
-                  pilot_window: int = 7) -> Optional[PayloadRx]:
+                  pilot_window: int = 0) -> Optional[PayloadRx]:
     """Side information + analog payload from the OFDM symbols that follow the header.
 
-    Preamble/header channel estimate, pilot-tracked common complex gain (smoothed over
-    ``pilot_window`` symbols around each symbol), then ZF (unbiased; noise variance
+    Channel tracking: every symbol's pilots (after the header's common phase model) give
+    the channel's deviation from its header value at the pilot carriers; the deviations of
+    the header and payload symbols are smoothed over time (local linear fit over
+    ``pilot_window`` symbols; 0 picks the window per frame by cross-validation, see
+    ``_smooth_auto``) and interpolated to the data carriers by LMMSE with the frequency
+    correlation of the header's power delay profile. Then ZF (unbiased; noise variance
     σ²/|H|² per symbol) or MMSE equalisation. No decision feedback: the payload has no
     constellation to decide on. Returns None if the side information fails its CRC.
     """
     if equalizer not in ("zf", "mmse"):
         raise ValueError(f"equalizer must be 'zf' or 'mmse', got {equalizer!r}")
+    r = _rx(p)
     h = hrx.header
     n_s, n_p = n_side_symbols(p, h.side_len), n_payload_symbols(p, h.payload_len)
     y = np.asarray(y_pl, dtype=np.complex64)
     if y.shape != (n_s + n_p, p.fft_len):
         raise ValueError(f"payload block must be ({n_s + n_p}, {p.fft_len}), got {y.shape}")
-    y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    if not np.isfinite(y).all():
+        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     n = n_s + n_p
-    t = hrx.n_header + np.arange(n)
-    di, pi = p.data_idx, p.pilot_idx
-    pred = np.exp(1j * (hrx.phase0 + hrx.dphi * t)).astype(np.complex64)
-    pil = p.pilot_values(hrx.n_header, n)
-    hp = hrx.chan[pi]
-    g = np.sum(y[:, pi] * np.conj(hp * pil), axis=1) / pred / max(float(np.sum(np.abs(hp) ** 2)), 1e-30)
-    w = max(1, int(pilot_window))
-    if w > 1 and n > 1:
-        k = np.ones(min(w, n))
-        g = np.convolve(g, k, mode="same") / np.convolve(np.ones(n), k, mode="same")
-    hch = hrx.chan[di][None, :] * (g * pred)[:, None]  # (n × n_data)
+    pred = np.exp(1j * (hrx.phase0 + hrx.dphi * (hrx.n_header + np.arange(n)))).astype(np.complex64)
     s2 = hrx.noise_var
+    obs = y[:, r.pi] * (np.conj(p.pilot_values(hrx.n_header, n)) * np.conj(pred)[:, None])
+    z = np.concatenate([hrx.pilot_chan, obs]) - hrx.chan[r.pi]
+    if pilot_window > 0:
+        dev, vf = (v[0] for v in _local_linear(z, (int(pilot_window),)))
+    else:
+        dev, vf = _smooth_auto(z)
+    dev = dev[hrx.n_header:]
+    w = _tracking_weights(r, hrx.chan, dev, s2 * float(vf[hrx.n_header:].mean()))
+    hd = hrx.chan[r.di]
+    hch = (hd if w is None else hd + (dev @ w.T).astype(np.complex64)) * pred[:, None]  # (n × n_data)
     side = b""
     if n_s:
-        z = y[:n_s, di] * np.conj(hch[:n_s])
-        bits = hdr.decode_bits_block(_grid_to_soft(p, z), 8 * h.side_len + 16)
+        bits = hdr.decode_bits_block(_grid_to_soft(p, y[:n_s, r.di] * np.conj(hch[:n_s])), 8 * h.side_len + 16)
         side = hdr.bits_to_side(bits, h.side_len)
         if side is None:
             return None
-    yp, hp_ = y[n_s:, di].reshape(-1)[: h.payload_len], hch[n_s:].reshape(-1)[: h.payload_len]
-    mag2 = np.maximum(np.abs(hp_) ** 2, 1e-30)
+    L = h.payload_len
+    yp, hp = y[n_s:, r.di].reshape(-1)[:L], np.broadcast_to(hch[n_s:], (n_p, p.n_data)).reshape(-1)[:L]
+    mag2 = np.maximum(hp.real ** 2 + hp.imag ** 2, 1e-30)
+    a = np.float32(10 ** (-h.gain_db / 20))
     if equalizer == "zf":
-        xs = yp * np.conj(hp_) / mag2  # = y/H, and 0 (not NaN) where the channel estimate is 0
+        xs = yp * (np.conj(hp) * (a / mag2))  # = y/H, and 0 (not NaN) where the channel estimate is 0
         nv = np.minimum(s2 / mag2, 1e12)  # a dead subcarrier reports a huge, finite noise variance
     else:
-        xs = np.conj(hp_) * yp / (mag2 + s2)
+        xs = yp * (np.conj(hp) * (a / (mag2 + s2)))
         nv = s2 / (mag2 + s2)  # MMSE error variance
-    a = 10 ** (-h.gain_db / 20)
-    snr = 10 * np.log10(max(float(np.mean(np.abs(hrx.chan[di]) ** 2)), 1e-30) / s2)
-    return PayloadRx(h, (xs * a).astype(np.complex64), (nv * a * a).astype(np.float32), side, float(snr), s2,
-                     hrx.chan[di].copy())
+    snr = 10 * np.log10(max(float((hd.real ** 2 + hd.imag ** 2).mean()), 1e-30) / s2)
+    return PayloadRx(h, xs.astype(np.complex64), (nv * (a * a)).astype(np.float32), side, float(snr), s2, hd.copy())
 
 
 # ---------------------------------------------------------------------------------------
-# Time-domain front end shared by the GNU Radio receiver and the reference modem.
+# Time-domain front end.
 #
-# Frame timing comes from a matched filter on the known preamble (sync symbols 1 and 2
-# with their cyclic prefixes): its peak marks the preamble's last sample. Everything below
-# works on blocks of whole symbols (CP included) that start at the frame start.
+# Frame timing comes from a normalised matched filter on the known preamble (sync symbols 1
+# and 2 with their cyclic prefixes); everything after detection works on blocks of whole
+# symbols (CP included) that start at the frame start.
 def preamble(p: OfdmParams) -> np.ndarray:
     """Time-domain preamble (both sync symbols with cyclic prefixes), unit power per subcarrier."""
     pre = p._cache.get("preamble")
     if pre is None:
         pre = grid_to_time(p, frame_grid(p, np.zeros((0, p.n_data), np.complex64)))
-        p._cache["preamble"] = pre
+        pre.setflags(write=False)
+        pre = p._cache.setdefault("preamble", pre)
     return pre
 
 
@@ -327,26 +458,12 @@ def symbols_fft(p: OfdmParams, blk: np.ndarray, first_symbol: int, cfo: float) -
     (symbol 0 = sync 1); cfo in subcarrier spacings, phase referenced to the frame start.
     Returns (n × N) unitary FFT outputs in the shifted domain.
     """
-    n, sl = p.fft_len, p.symbol_len
-    start = p.cp_len - fft_window_backoff(p)
-    x = np.asarray(blk, dtype=np.complex64).reshape(-1, sl)[:, start:start + n]
-    if cfo:
-        idx = (first_symbol + np.arange(x.shape[0]))[:, None] * sl + start + np.arange(n)[None, :]
-        x = x * np.exp(-2j * np.pi * cfo / n * idx).astype(np.complex64)
-    y = np.fft.fft(x, axis=1)
-    y = np.fft.fftshift(y, axes=1)
-    # undo the linear phase of the early window so that channel estimates stay smooth
-    y *= (_window_phase(p) / np.float32(np.sqrt(n)))[None, :]
-    return y
-
-
-def _window_phase(p: OfdmParams) -> np.ndarray:
-    w = p._cache.get("winph")
-    if w is None:
-        k = np.arange(p.fft_len) - p.fft_len // 2
-        w = np.exp(2j * np.pi * k * fft_window_backoff(p) / p.fft_len).astype(np.complex64)
-        p._cache["winph"] = w
-    return w
+    r = _rx(p)
+    x = np.asarray(blk, dtype=np.complex64).reshape(-1, r.sl)[:, r.start:r.start + r.n]
+    if cfo:  # e^{-j2π·cfo·(symbol start + k)/N}: a per-symbol times a per-sample factor
+        ph = r.ramp[1] * cfo * ((first_symbol + np.arange(x.shape[0])) * r.sl + r.start)
+        x = x * np.exp(1j * ph).astype(np.complex64)[:, None] * np.exp(1j * cfo * r.ramp).astype(np.complex64)
+    return scipy.fft.fft(x, axis=1)[:, r.shift] * r.winph  # complex64 throughout
 
 
 def estimate_cfo(p: OfdmParams, blk: np.ndarray) -> float:
@@ -355,24 +472,21 @@ def estimate_cfo(p: OfdmParams, blk: np.ndarray) -> float:
     Coarse: Schmidl & Cox half-symbol correlation of sync 1. Fine: phase advance of the
     channel seen on sync 1's carriers between sync 1 and sync 2 (one symbol apart).
     """
-    n, sl, L = p.fft_len, p.symbol_len, p.fft_len // 2
+    r = _rx(p)
+    n, sl, half = r.n, r.sl, r.n // 2
     x = np.asarray(blk[: 2 * sl], dtype=np.complex64)
-    u = x[p.cp_len: p.cp_len + n]
-    coarse = float(np.angle(np.vdot(u[:L], u[L:])) / np.pi)
+    u = x[r.cp: r.cp + n]
+    coarse = float(np.angle(np.vdot(u[:half], u[half:])) / np.pi)
     y = symbols_fft(p, x, 0, coarse)
-    sw1, sw2 = p.sync_word1, p.sync_word2
-    ks = np.flatnonzero(sw1)
-    h1 = y[0, ks] / sw1[ks]
-    h2 = y[1, ks] / sw2[ks]
-    fine = float(np.angle(np.vdot(h1, h2))) / (2 * np.pi * sl / n)
+    fine = float(np.angle(np.vdot(y[0, r.ks1] / r.sw1k, y[1, r.ks1] / r.sw2k))) / (2 * np.pi * sl / n)
     return coarse + fine
 
 
 def rx_header_block(p: OfdmParams, blk: np.ndarray):
     """Header block → (HeaderRx or None, cfo). ``blk``: (2 + n_header) symbols from the frame start."""
-    n_h = n_header_symbols(p)
-    x = np.asarray(blk, dtype=np.complex64).reshape(-1)[: (2 + n_h) * p.symbol_len]
-    if len(x) < (2 + n_h) * p.symbol_len or not np.all(np.isfinite(x)):
+    r = _rx(p)
+    x = np.asarray(blk, dtype=np.complex64).reshape(-1)[: (2 + r.n_h) * r.sl]
+    if len(x) < (2 + r.n_h) * r.sl or not np.isfinite(x).all():
         return None, 0.0
     cfo = estimate_cfo(p, x)
     y = symbols_fft(p, x, 0, cfo)
@@ -381,25 +495,22 @@ def rx_header_block(p: OfdmParams, blk: np.ndarray):
 
 def sync_channel(p: OfdmParams, y1: np.ndarray, y2: np.ndarray) -> np.ndarray:
     """Channel estimate from both sync symbols, inverse-variance weighted (sync 1 has 2× power)."""
-    act = p.active_idx
-    sw1, sw2 = p.sync_word1, p.sync_word2
+    r = _rx(p)
     h = np.zeros(p.fft_len, np.complex64)
-    h[act] = y2[act] / sw2[act]
-    e = np.flatnonzero(sw1)
-    h[e] = (h[e] + 2 * (y1[e] / sw1[e])) / 3
+    h[r.act] = y2[r.act] / r.sw2a
+    h[r.ks1] = (h[r.ks1] + 2 * (y1[r.ks1] / r.sw1k)) / 3
     return h
 
 
 def rx_payload_block(p: OfdmParams, hrx: HeaderRx, cfo: float, blk: np.ndarray, equalizer: str = "zf",
-                     pilot_window: int = 7) -> Optional[PayloadRx]:
+                     pilot_window: int = 0) -> Optional[PayloadRx]:
     """Payload block (side + payload symbols, CP included, right after the header) → PayloadRx."""
     h = hrx.header
     n_rest = n_side_symbols(p, h.side_len) + n_payload_symbols(p, h.payload_len)
-    x = np.nan_to_num(np.asarray(blk, dtype=np.complex64).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
+    x = np.asarray(blk, dtype=np.complex64).reshape(-1)
     if len(x) != n_rest * p.symbol_len:
         raise ValueError(f"payload block must hold {n_rest} symbols of {p.symbol_len} samples")
-    y = symbols_fft(p, x, 2 + hrx.n_header, cfo)
-    out = demod_payload(p, hrx, y, equalizer, pilot_window)
+    out = demod_payload(p, hrx, symbols_fft(p, x, 2 + hrx.n_header, cfo), equalizer, pilot_window)
     if out is not None:
         out.cfo = cfo
     return out
@@ -410,37 +521,263 @@ def frame_len_symbols(p: OfdmParams, h: hdr.Header) -> int:
     return n_side_symbols(p, h.side_len) + n_payload_symbols(p, h.payload_len)
 
 
-def detect_preamble(p: OfdmParams, x: np.ndarray, threshold: float = 0.2) -> np.ndarray:
-    """Indices of the preamble's last sample (peaks of the normalised matched filter)."""
-    pre = preamble(p)
-    L = len(pre)
-    if len(x) < L:
+# ---------------------------------------------------------------------------------------
+# Preamble detection: energy-normalised matched filter that collects multipath energy.
+DEFAULT_THRESHOLD = 0.25
+
+
+def detection_lags(p: OfdmParams) -> int:
+    """Matched-filter lags summed by the detector: paths up to the FFT window backoff late."""
+    return max(1, fft_window_backoff(p))
+
+
+# CFO hypotheses of the matched filter (subcarrier spacings): over the two-symbol preamble a
+# CFO ν costs the coherent correlation sinc²(ν·len/N) (2 dB at 0.1 for wifi64); testing
+# these offsets keeps the loss below 0.5 dB up to |ν| ≈ 0.37.
+DETECTION_CFOS = (-0.3, -0.15, 0.0, 0.15, 0.3)
+
+
+def _mf_kernels(p: OfdmParams, nfft: int) -> np.ndarray:
+    """Conjugate spectra (len(DETECTION_CFOS) × nfft) of the preamble shifted by each CFO hypothesis."""
+    key = ("mf", nfft)
+    k = p._cache.get(key)
+    if k is None:
+        pre = preamble(p).astype(np.complex128)
+        t = np.arange(len(pre))
+        shifted = np.exp(2j * np.pi * np.outer(DETECTION_CFOS, t) / p.fft_len) * pre
+        k = p._cache.setdefault(key, np.conj(np.fft.fft(shifted, nfft, axis=1)))
+    return k
+
+
+def _mf_norm(p: OfdmParams) -> float:
+    """Σ_{j<J} |R(j)|² / E_pre (R: preamble autocorrelation): scales the metric of a clean,
+    aligned, single-path preamble to 1."""
+    v = p._cache.get("mf_norm")
+    if v is None:
+        pre = preamble(p).astype(np.complex128)
+        r = [abs(np.vdot(pre[: len(pre) - j], pre[j:])) ** 2 for j in range(detection_lags(p))]
+        v = p._cache.setdefault("mf_norm", float(np.sum(r)) / float(np.sum(np.abs(pre) ** 2)))
+    return v
+
+
+def preamble_metric(p: OfdmParams, x: np.ndarray) -> np.ndarray:
+    """Detection metric for every window start d with x[d : d + len(preamble) + J - 1] available.
+
+    m[d] = max_ν Σ_{j<J} |c_ν[d+j]|² / (E_x(d) · Σ_{j<J} |R(j)|²), with c_ν the matched
+    filter on the preamble shifted by the CFO hypothesis ν (``DETECTION_CFOS``), R the
+    preamble's autocorrelation, E_x the energy of the samples involved and J =
+    ``detection_lags``. Scale-invariant, 1 for a clean aligned preamble on a single path,
+    and it keeps the energy of paths up to J - 1 samples late (multipath does not split
+    the peak); white noise gives about J/len(preamble).
+    """
+    L, J = len(preamble(p)), detection_lags(p)
+    n = len(x) - (L + J - 1) + 1
+    if n <= 0:
+        return np.zeros(0)
+    x = np.asarray(x, dtype=np.complex128)
+    nfft = 1 << int(np.ceil(np.log2(len(x))))
+    c = np.fft.ifft(np.fft.fft(x, nfft) * _mf_kernels(p, nfft), axis=1)[:, : len(x) - L + 1]  # c[d] ↔ x[d:d+L]
+    s = np.cumsum(c.real ** 2 + c.imag ** 2, axis=1)
+    a = (s[:, J - 1:J - 1 + n] - np.concatenate([np.zeros((len(s), 1)), s[:, :n - 1]], axis=1)).max(axis=0)
+    e = np.concatenate([[0.0], np.cumsum(np.abs(x) ** 2)])
+    en = e[L + J - 1:L + J - 1 + n] - e[:n]
+    # silence must not look like a match (cumulative sums leave rounding residue next to a
+    # strong burst): a floor far below any real signal in this buffer
+    floor = 1e-12 * float(en.max(initial=0.0)) + 1e-300
+    return a / (np.maximum(en, floor) * _mf_norm(p))
+
+
+def _peaks(m: np.ndarray, threshold: float, radius: int, first: int = 0, last: Optional[int] = None) -> np.ndarray:
+    """Indices in [first, last) where m exceeds the threshold and is the largest within ±radius
+    (the first of equal neighbouring maxima)."""
+    last = len(m) if last is None else last
+    if last <= first:
         return np.zeros(0, np.int64)
-    from scipy.signal import fftconvolve
-    x = np.asarray(x, dtype=np.complex128)  # float32 running sums lose the small windows
-    c = fftconvolve(x, np.conj(pre[::-1]).astype(np.complex128), mode="valid")  # c[d] ↔ window x[d:d+L]
-    en = np.convolve(np.abs(x) ** 2, np.ones(L), mode="valid")  # exact local window energies
-    # silence (all-zero gaps) must not look like a match; the floor is far below any real
-    # signal even next to a very strong burst
-    floor = 1e-14 * float(en.max()) + 1e-30
-    m = np.abs(c) ** 2 / (np.maximum(en, floor) * float(np.sum(np.abs(pre) ** 2)))
-    from scipy.ndimage import maximum_filter1d
-    local = maximum_filter1d(m, size=2 * L + 1, mode="constant")
-    peaks = np.flatnonzero((m > threshold) & (m >= local))
-    if len(peaks) > 1:  # plateaus: keep the first sample of equal neighbouring maxima
-        peaks = peaks[np.concatenate([[True], np.diff(peaks) > L])]
-    return (peaks + L - 1).astype(np.int64)
+    mx = maximum_filter1d(m, size=2 * radius + 1, mode="constant")
+    seg = m[first:last]
+    idx = np.flatnonzero((seg > threshold) & (seg >= mx[first:last])) + first
+    if len(idx) > 1:  # plateaus: keep the first sample of equal neighbouring maxima
+        idx = idx[np.concatenate([[True], np.diff(idx) > radius])]
+    return idx
+
+
+def detect_preamble(p: OfdmParams, x: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Indices of the detected preambles' last samples in a whole buffer (see ``preamble_metric``)."""
+    L = len(preamble(p))
+    m = preamble_metric(p, x)
+    return (_peaks(m, threshold, L) + L - 1).astype(np.int64)
+
+
+_SEARCH_SEGMENT = 1 << 15  # samples per matched-filter pass: bounds the work of each search step
+
+
+class _SampleBuffer:
+    """Growable window of a sample stream, addressed by absolute sample index."""
+
+    def __init__(self):
+        self._a = np.zeros(1 << 14, np.complex64)
+        self.base = 0  # absolute index of _a[0]
+        self._n = 0
+
+    @property
+    def end(self) -> int:
+        """Absolute index one past the last sample held."""
+        return self.base + self._n
+
+    def append(self, x: np.ndarray):
+        need = self._n + len(x)
+        if need > len(self._a):
+            a = np.zeros(max(need, 2 * len(self._a)), np.complex64)
+            a[: self._n] = self._a[: self._n]
+            self._a = a
+        self._a[self._n:need] = x
+        self._n = need
+
+    def view(self, a: int, b: int) -> np.ndarray:
+        return self._a[a - self.base: b - self.base]
+
+    def discard_before(self, a: int):
+        k = min(max(0, a - self.base), self._n)
+        if k:
+            self._a[: self._n - k] = self._a[k: self._n]
+            self._n -= k
+            self.base += k
+
+
+class FrameReceiver:
+    """Streaming receiver: feed samples in chunks of any size, get each frame once its last sample is in.
+
+    Detection: ``preamble_metric`` above ``threshold`` and largest within ± one preamble
+    length (needs one preamble length of samples after the peak, which the frame itself
+    provides: no trailing signal is needed). Then the header block is decoded
+    (``rx_header_block``); a frame whose header fails (CRC, or a length above
+    ``max_payload_len``/``max_side_len``) is counted in ``header_failures`` and the search
+    resumes one preamble length later; otherwise the receiver waits for the rest of the
+    frame, equalises it (``rx_payload_block``) and resumes the search after it. NaN/Inf
+    samples count as 0 for detection, and a frame that contains any is dropped and counted
+    in ``header_failures`` (a corrupted capture is never decoded).
+    """
+
+    def __init__(self, params: OfdmParams, threshold: float = DEFAULT_THRESHOLD, equalizer: str = "zf",
+                 pilot_window: int = 0, max_payload_len: int = hdr.MAX_PAYLOAD_LEN,
+                 max_side_len: int = hdr.MAX_SIDE_LEN):
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+        if equalizer not in ("zf", "mmse"):
+            raise ValueError(f"equalizer must be 'zf' or 'mmse', got {equalizer!r}")
+        if int(pilot_window) < 0:
+            raise ValueError("pilot_window must be >= 0 (0: automatic)")
+        self.p = params
+        self.threshold = float(threshold)
+        self.equalizer = equalizer
+        self.pilot_window = int(pilot_window)
+        self.max_payload_len, self.max_side_len = int(max_payload_len), int(max_side_len)
+        self.header_failures = 0
+        self.side_failures = 0
+        self.frames = 0
+        self._L = len(preamble(params))
+        self._J = detection_lags(params)
+        self._n_hdr = (2 + n_header_symbols(params)) * params.symbol_len
+        self._buf = _SampleBuffer()
+        self._scan = 0  # first window start not yet searched
+        self._start = None  # start of the frame being received
+        self._hrx = None  # its decoded header, cfo and end
+        self._cfo = 0.0
+        self._end = 0
+        self._bad = []  # (first, last + 1) of pushed chunks' non-finite samples still in the buffer
+
+    @property
+    def samples_in(self) -> int:
+        """Samples pushed so far."""
+        return self._buf.end
+
+    def push(self, x: np.ndarray) -> List[PayloadRx]:
+        """Append samples; return the frames completed by them (in order)."""
+        x = np.asarray(x, dtype=np.complex64)
+        buf = self._buf
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i = np.flatnonzero(bad)
+            self._bad.append((buf.end + int(i[0]), buf.end + int(i[-1]) + 1))
+            x = np.where(bad, np.complex64(0), x)
+        buf.append(x)
+        out: List[PayloadRx] = []
+        while True:
+            if self._start is None:
+                self._start = self._find()
+                if self._start is None:
+                    break
+            if self._hrx is None:
+                if buf.end < self._start + self._n_hdr:
+                    break
+                if not self._header():
+                    continue
+            if buf.end < self._end:
+                break
+            corrupt = self._corrupt(self._start, self._end)
+            prx = None if corrupt else rx_payload_block(
+                self.p, self._hrx, self._cfo, buf.view(self._start + self._n_hdr, self._end), self.equalizer,
+                self.pilot_window)
+            # the next frame may begin up to a CP before this one's end (timing late by a few samples)
+            self._scan, self._start, self._hrx = self._end - self.p.cp_len, None, None
+            if corrupt:
+                self.header_failures += 1
+            elif prx is None:
+                self.side_failures += 1
+            else:
+                self.frames += 1
+                out.append(prx)
+        keep = self._scan - self._L if self._start is None else min(self._start, self._scan - self._L)
+        buf.discard_before(keep)
+        self._bad = [b for b in self._bad if b[1] > buf.base]
+        return out
+
+    def _corrupt(self, a: int, b: int) -> bool:
+        """Whether samples a…b-1 held a NaN or Inf (replaced by 0 for detection)."""
+        return any(i0 < b and i1 > a for i0, i1 in self._bad)
+
+    def _header(self) -> bool:
+        s = self._start
+        hrx, cfo = rx_header_block(self.p, self._buf.view(s, s + self._n_hdr))
+        h = hrx.header if hrx is not None else None
+        if (h is None or self._corrupt(s, s + self._n_hdr) or h.payload_len > self.max_payload_len
+                or h.side_len > self.max_side_len):
+            self.header_failures += 1
+            self._scan, self._start = s + self._L, None
+            return False
+        self._hrx, self._cfo = hrx, cfo
+        self._end = s + self._n_hdr + frame_len_symbols(self.p, h) * self.p.symbol_len
+        return True
+
+    def _find(self) -> Optional[int]:
+        """Start of the next preamble at or after ``_scan``, or None (``_scan`` advanced)."""
+        buf, L = self._buf, self._L
+        lo = max(buf.base, self._scan - L)  # left context for the local-maximum test
+        seg = 4 * L
+        while True:
+            # window starts up to ``last`` have their full right context in this segment
+            end = min(buf.end, lo + seg)
+            last = end - (L + self._J - 1) - L
+            if last < self._scan:
+                return None
+            m = preamble_metric(self.p, buf.view(lo, end))
+            pk = _peaks(m, self.threshold, L, self._scan - lo, last + 1 - lo)
+            if len(pk):
+                return lo + int(pk[0])
+            self._scan = last + 1
+            lo = self._scan - L
+            seg = min(2 * seg, _SEARCH_SEGMENT)  # a frame is usually found right away; gaps grow the step
 
 
 class ReferenceModem:
-    """TX and RX of the semantic OFDM frame in plain numpy (no GNU Radio).
+    """TX and RX of the semantic OFDM frame on whole numpy buffers (no GNU Radio).
 
-    Same frame format and the same frame-level receiver as the GNU Radio blocks; the
-    matched-filter detector here mirrors ``digital.corr_est_cc`` in the GR receiver.
+    ``rx`` runs a fresh ``FrameReceiver`` (the receiver inside ``semcom.ofdm_rx``) over the
+    buffer; the failure counters accumulate over calls.
     """
 
-    def __init__(self, params: OfdmParams, threshold: float = 0.2, equalizer: str = "zf",
-                 pilot_window: int = 7):
+    def __init__(self, params: OfdmParams, threshold: float = DEFAULT_THRESHOLD, equalizer: str = "zf",
+                 pilot_window: int = 0):
         self.p = params
         self.threshold = threshold
         self.equalizer = equalizer
@@ -449,8 +786,7 @@ class ReferenceModem:
         self.side_failures = 0
 
     def tx(self, payload, codec_id: int = 0, seq: int = 0, side: bytes = b"") -> np.ndarray:
-        f = build_frame(self.p, payload, codec_id, seq, side)
-        return grid_to_time(self.p, frame_grid(self.p, f.data))
+        return frame_samples(self.p, build_frame(self.p, payload, codec_id, seq, side))
 
     def frame_samples(self, payload_len: int, side_len: int = 0) -> int:
         p = self.p
@@ -458,31 +794,8 @@ class ReferenceModem:
             * p.symbol_len
 
     def rx(self, x: np.ndarray) -> List[PayloadRx]:
-        p = self.p
-        sl, n_h = p.symbol_len, n_header_symbols(p)
-        x = np.nan_to_num(np.asarray(x, dtype=np.complex64), nan=0.0, posinf=0.0, neginf=0.0)
-        out: List[PayloadRx] = []
-        busy_until = -1
-        for peak in detect_preamble(p, x, self.threshold):
-            start = peak - 2 * sl  # one sample early, like the GR receiver (trigger = peak)
-            if start < busy_until:
-                continue
-            if start < 0 or start + (2 + n_h) * sl > len(x):
-                continue
-            hrx, cfo = rx_header_block(p, x[start: start + (2 + n_h) * sl])
-            busy_until = start + (2 + n_h) * sl
-            if hrx is None:
-                self.header_failures += 1
-                continue
-            n_rest = frame_len_symbols(p, hrx.header)
-            a = start + (2 + n_h) * sl
-            if a + n_rest * sl > len(x):
-                self.header_failures += 1
-                continue
-            prx = rx_payload_block(p, hrx, cfo, x[a: a + n_rest * sl], self.equalizer, self.pilot_window)
-            busy_until = a + n_rest * sl
-            if prx is None:
-                self.side_failures += 1
-                continue
-            out.append(prx)
+        r = FrameReceiver(self.p, self.threshold, self.equalizer, self.pilot_window)
+        out = r.push(x)
+        self.header_failures += r.header_failures
+        self.side_failures += r.side_failures
         return out

@@ -113,17 +113,26 @@ class OfdmParams:
         """Samples per OFDM symbol including the cyclic prefix."""
         return self.fft_len + self.cp_len
 
+    def _cached(self, key, make):
+        """Derived array computed once per parameter set (read-only: it is shared)."""
+        v = self._cache.get(key)
+        if v is None:
+            v = make()
+            v.setflags(write=False)
+            self._cache[key] = v
+        return v
+
     @property
     def data_idx(self) -> np.ndarray:
-        return np.asarray(self.occupied_carriers, dtype=np.int64) + self.fft_len // 2
+        return self._cached("data_idx", lambda: np.asarray(self.occupied_carriers, np.int64) + self.fft_len // 2)
 
     @property
     def pilot_idx(self) -> np.ndarray:
-        return np.asarray(self.pilot_carriers, dtype=np.int64) + self.fft_len // 2
+        return self._cached("pilot_idx", lambda: np.asarray(self.pilot_carriers, np.int64) + self.fft_len // 2)
 
     @property
     def active_idx(self) -> np.ndarray:
-        return np.sort(np.concatenate([self.data_idx, self.pilot_idx]))
+        return self._cached("active_idx", lambda: np.sort(np.concatenate([self.data_idx, self.pilot_idx])))
 
     @property
     def header_bits_per_symbol(self) -> int:
@@ -131,10 +140,7 @@ class OfdmParams:
 
     def pilot_values(self, first_symbol: int, n_symbols: int) -> np.ndarray:
         """Pilot values (n_symbols × n_pilots) for OFDM symbols counted from the first header symbol."""
-        sets = self._cache.get("pilot_array")
-        if sets is None:
-            sets = np.asarray(self.pilot_symbols, dtype=np.complex64)
-            self._cache["pilot_array"] = sets
+        sets = self._cached("pilot_array", lambda: np.asarray(self.pilot_symbols, dtype=np.complex64))
         rows = (first_symbol + np.arange(n_symbols)) % len(sets)
         return sets[rows]
 
