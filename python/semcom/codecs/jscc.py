@@ -1,0 +1,163 @@
+"""SNR-adaptive deep JSCC image codec (embedded model, ONNX Runtime, no torch).
+
+One fully convolutional network (stride 8, ``models/jscc_enc.onnx`` + ``jscc_dec.onnx``)
+serves three bandwidth ratios and every SNR from -5 to 20 dB. The encoder turns an image
+into a 64-channel latent at 1/8 resolution; the codec sends only the first ``c`` channels
+(an ordered latent: c = 64, 32, 16 → ρ = c/384 = 1/6, 1/12, 1/24) as ``c/2`` complex
+symbol planes. Attention-feature modules condition both halves on the SNR: the encoder on
+the transmitter's CSI (``ctx["snr_db"]``), the decoder on the SNR the receiver *estimated*
+(``Csi.snr_db``). Training, export and figures: ``docs/jscc.md``.
+
+Symbol layout: plane ``k`` pairs latent channels ``2k`` (real) and ``2k+1`` (imaginary);
+symbols run plane by plane, each plane row-major, so symbol ``(k·h8 + y)·w8 + x`` is
+``latent[2k, y, x] + 1j·latent[2k+1, y, x]`` with ``h8 = ceil(H/8)``, ``w8 = ceil(W/8)``.
+The encoder output is scaled to unit mean power per complex symbol over what is sent.
+
+Side information (5 bytes): image height and width (``pack_shape``) and the number of
+latent channels sent ``c``. Images whose sides are not multiples of 8 are reflect-padded at
+the bottom/right before encoding and cropped after decoding, so they cost the channel uses
+of the padded size.
+
+Bad input: malformed side information or a non-finite ``Csi.snr_db`` raise ValueError;
+too few received symbols are zero-filled (erasures), too many are truncated, and
+non-finite symbols are zeroed, each with a logged warning, so a damaged payload still
+yields an image. SNRs outside the trained range are clipped to -5…20 dB.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from ..runtime import load_model
+from .base import Codec, Csi, Encoded, as_rgb_uint8, pack_shape, rho, unpack_shape
+
+__all__ = ["JsccCodec"]
+
+log = logging.getLogger("gr-semcom.codecs.jscc")
+
+ENC_NAME, DEC_NAME = "jscc_enc", "jscc_dec"
+DEFAULT_SNR_DB = 10.0
+
+
+def _as_ratio(rate) -> float:
+    """A rate given as a number, a Fraction or a string such as ``"1/12"`` → float."""
+    if isinstance(rate, str):
+        return float(Fraction(rate.strip()))
+    return float(rate)
+
+
+class JsccCodec(Codec):
+    """Deep JSCC image codec; ``rate`` is the bandwidth ratio ρ (1/6, 1/12 or 1/24)."""
+
+    codec_id = 1
+    name = "jscc"
+
+    def __init__(self, rate=1 / 12, models_dir=None, providers=None, threads=None):
+        self._enc = load_model(ENC_NAME, models_dir=models_dir, providers=providers, threads=threads)
+        self._dec = load_model(DEC_NAME, models_dir=models_dir, providers=providers, threads=threads)
+        extra = self._enc.entry.extra
+        self.stride = int(extra["stride"])
+        self.c_max = int(extra["c_max"])
+        self.channels = tuple(int(c) for c in extra["channels"])
+        self.snr_range = tuple(float(s) for s in extra["snr_db_range"])
+        rates = {c: c / (6.0 * self.stride ** 2) for c in self.channels}
+        try:
+            want = _as_ratio(rate)
+        except (TypeError, ValueError, ZeroDivisionError):
+            want = math.nan
+        match = [c for c, r in rates.items() if math.isclose(want, r, rel_tol=1e-2)]
+        if not match:
+            supported = ", ".join(f"1/{round(1 / r)}" for r in rates.values())
+            raise ValueError(f"rate {rate!r} not supported by the JSCC model; choose one of {supported}")
+        self.c = match[0]
+        self.rate = rates[self.c]
+
+    @property
+    def supported_rates(self) -> tuple[float, ...]:
+        """Bandwidth ratios ρ this model serves (largest first)."""
+        return tuple(c / (6.0 * self.stride ** 2) for c in self.channels)
+
+    def _grid(self, height: int, width: int) -> tuple[int, int]:
+        return -(-height // self.stride), -(-width // self.stride)
+
+    def _n_symbols(self, c: int, height: int, width: int) -> int:
+        h8, w8 = self._grid(height, width)
+        return c // 2 * h8 * w8
+
+    def channel_uses(self, height: int, width: int) -> int:
+        """Complex symbols for an image of this size: c/2 · ceil(H/8) · ceil(W/8)."""
+        if height < 1 or width < 1:
+            raise ValueError(f"image size {height}x{width} must be positive")
+        return self._n_symbols(self.c, height, width)
+
+    def _clip_snr(self, snr_db: float, what: str) -> float:
+        if not math.isfinite(snr_db):
+            raise ValueError(f"{what} must be finite, got {snr_db!r}")
+        lo, hi = self.snr_range
+        return min(max(snr_db, lo), hi)
+
+    def _cond(self, snr_db: float, c: int) -> dict:
+        return {"snr_db": np.full((1, 1), snr_db, np.float32),
+                "rate": np.full((1, 1), c / self.c_max, np.float32)}
+
+    def encode(self, image, ctx: dict | None = None) -> Encoded:
+        """RGB image (grayscale is replicated) → unit-power complex symbols + 5 bytes side info.
+
+        ``ctx["snr_db"]``: the channel SNR the transmitter expects (default 10 dB).
+        """
+        img = as_rgb_uint8(image)
+        h, w = img.shape[:2]
+        side = pack_shape(h, w) + bytes([self.c])
+        snr = (ctx or {}).get("snr_db")
+        snr = self._clip_snr(DEFAULT_SNR_DB if snr is None else float(snr), "ctx['snr_db']")
+        h8, w8 = self._grid(h, w)
+        pad = ((0, h8 * self.stride - h), (0, w8 * self.stride - w), (0, 0))
+        if pad[0][1] or pad[1][1]:
+            img = np.pad(img, pad, mode="reflect" if min(h, w) > 1 else "edge")
+        x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
+        latent = self._enc.run({"image": x, **self._cond(snr, self.c)})["latent"][0, :self.c]
+        sym = (latent[0::2] + 1j * latent[1::2]).astype(np.complex64).ravel()
+        power = float(np.mean(np.abs(sym) ** 2))
+        scale = 1.0 / math.sqrt(power) if power > 0 else 1.0
+        sym *= np.float32(scale)
+        meta = {"rho": rho(sym.size, h, w), "channels": self.c, "snr_db": snr,
+                "padded_shape": (h8 * self.stride, w8 * self.stride), "latent_power": power}
+        return Encoded(sym, side, meta)
+
+    def parse_side_info(self, side_info: bytes) -> tuple[int, int, int]:
+        """Side information → (height, width, channels sent); ValueError when malformed."""
+        side_info = bytes(side_info)
+        if len(side_info) != 5:
+            raise ValueError(f"JSCC side information must be 5 bytes, got {len(side_info)}")
+        h, w = unpack_shape(side_info)
+        c = side_info[4]
+        if h < 1 or w < 1:
+            raise ValueError(f"side information carries an empty image size {h}x{w}")
+        if c not in self.channels:
+            raise ValueError(f"side information names {c} latent channels; the model sends {self.channels}")
+        return h, w, c
+
+    def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray:
+        """Received symbols → uint8 (H, W, 3), decoded at the receiver's SNR estimate ``csi.snr_db``."""
+        h, w, c = self.parse_side_info(side_info)
+        snr = self._clip_snr(float(csi.snr_db), "csi.snr_db")
+        y = np.asarray(symbols).ravel().astype(np.complex64)
+        n = self._n_symbols(c, h, w)
+        bad = ~np.isfinite(y)
+        if bad.any():
+            log.warning("jscc: %d non-finite received symbols zeroed", int(bad.sum()))
+            y[bad] = 0
+        if y.size != n:
+            log.warning("jscc: got %d symbols, expected %d for %dx%d at c=%d; %s", y.size, n, h, w, c,
+                        "zero-filling the missing ones" if y.size < n else "dropping the extra ones")
+            y = np.concatenate([y[:n], np.zeros(max(0, n - y.size), np.complex64)])
+        h8, w8 = self._grid(h, w)
+        planes = y.reshape(c // 2, h8, w8)
+        latent = np.zeros((1, self.c_max, h8, w8), np.float32)
+        latent[0, 0:c:2] = planes.real
+        latent[0, 1:c:2] = planes.imag
+        out = self._dec.run({"latent": latent, **self._cond(snr, c)})["image"][0, :, :h, :w]
+        return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)

@@ -1,0 +1,213 @@
+"""The SNR-adaptive deep JSCC network (torch): encoder, AWGN channel, decoder.
+
+Fully convolutional with stride 8: an image (B, 3, H, W) in [0, 1], H and W multiples of 8,
+maps to a latent (B, C_MAX, H/8, W/8). Channels ``2k`` and ``2k+1`` of the latent form the
+real and imaginary parts of complex symbol plane ``k``; sending only the first ``c``
+channels gives ``c·H·W/128`` complex channel uses, ρ = c / 384 (ordered latent: one model
+serves every rate, the decoder sees zeros for the channels that were not sent).
+
+SNR (and rate) conditioning uses attention-feature (AF) modules in the style of ADJSCC
+(Xu et al., 2021): global average pooling of a feature map, concatenated with the SNR and
+the rate, goes through a small MLP and a sigmoid that rescales every channel. The encoder is
+fed the transmitter's CSI SNR, the decoder the SNR the receiver estimated.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+STRIDE = 8
+C_MAX = 64
+#: channel counts the codec offers, largest first: ρ = c / 384 → 1/6, 1/12, 1/24
+CHANNELS = (64, 32, 16)
+SNR_SCALE = 10.0  # the AF modules see snr_db / SNR_SCALE
+
+
+def rho_of(c: int) -> float:
+    """Bandwidth ratio of sending ``c`` latent channels (complex uses / 3·H·W)."""
+    return c / (2.0 * 3.0 * STRIDE * STRIDE)
+
+
+def _act():
+    return nn.LeakyReLU(0.1)
+
+
+class AF(nn.Module):
+    """Attention-feature module: channel scaling from pooled features, SNR and rate."""
+
+    def __init__(self, ch: int, hidden: int = 32):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(ch + 2, hidden), nn.ReLU(), nn.Linear(hidden, ch), nn.Sigmoid())
+
+    def forward(self, x, cond):
+        """``x`` (B, C, H, W); ``cond`` (B, 2) = [snr_db / SNR_SCALE, rate]."""
+        ctx = torch.cat([x.mean(dim=(2, 3)), cond], dim=1)
+        return x * self.mlp(ctx)[:, :, None, None]
+
+
+class RepConv(nn.Module):
+    """3×3 conv trained as three parallel branches: 3×3 conv + 1×1 conv (+ identity).
+
+    Over-parameterised while training (RepVGG, Ding et al., 2021: easier optimisation of
+    plain conv stacks); all branches are linear, so ``fused()`` folds them into one 3×3
+    conv with identical output. The ONNX export uses the fused form.
+    """
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.k3 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.k1 = nn.Conv2d(cin, cout, 1, bias=False)
+        self.identity = cin == cout
+
+    def forward(self, x):
+        y = self.k3(x) + self.k1(x)
+        return y + x if self.identity else y
+
+    def fused(self) -> nn.Conv2d:
+        """One 3×3 conv equal to the sum of the branches."""
+        conv = nn.Conv2d(self.k3.in_channels, self.k3.out_channels, 3, padding=1)
+        w = self.k3.weight.detach().clone()
+        w[:, :, 1:2, 1:2] += self.k1.weight.detach()
+        if self.identity:
+            w[:, :, 1, 1] += torch.eye(w.shape[0], dtype=w.dtype)
+        conv.weight.data.copy_(w)
+        conv.bias.data.copy_(self.k3.bias.detach())
+        return conv
+
+
+def fuse_repconvs(module: nn.Module) -> nn.Module:
+    """Replace every ``RepConv`` in ``module`` (in place) by its fused 3×3 conv; returns it."""
+    for name, child in module.named_children():
+        if isinstance(child, RepConv):
+            setattr(module, name, child.fused())
+        else:
+            fuse_repconvs(child)
+    return module
+
+
+class ResBlock(nn.Module):
+    """conv3×3 → act → conv3×3, plus the input, then act (convs are ``RepConv``)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.c1 = RepConv(ch, ch)
+        self.c2 = RepConv(ch, ch)
+        self.a1 = _act()
+        self.a2 = _act()
+
+    def forward(self, x):
+        return self.a2(x + self.c2(self.a1(self.c1(x))))
+
+
+class Up(nn.Module):
+    """Sub-pixel ×2 upsampling: conv3×3 to 4·out channels, activation, pixel shuffle.
+
+    The (element-wise) activation runs before the shuffle, so that ONNX Runtime fuses it
+    into the conv.
+    """
+
+    def __init__(self, cin: int, cout: int, act: nn.Module | None = None):
+        super().__init__()
+        self.conv = RepConv(cin, 4 * cout)
+        self.act = _act() if act is None else act
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x):
+        return self.shuffle(self.act(self.conv(x)))
+
+
+def _cond(snr_db, rate):
+    return torch.cat([snr_db / SNR_SCALE, rate], dim=1)
+
+
+class Encoder(nn.Module):
+    """image (B,3,H,W) in [0,1], snr_db (B,1), rate (B,1) = c/C_MAX → latent (B,C_MAX,H/8,W/8)."""
+
+    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.d1 = nn.Sequential(nn.Conv2d(3, w1, 5, stride=2, padding=2), _act())
+        self.d2 = nn.Sequential(nn.Conv2d(w1, w2, 5, stride=2, padding=2), _act())
+        self.af2 = AF(w2)
+        self.d3 = nn.Sequential(nn.Conv2d(w2, w3, 5, stride=2, padding=2), _act())
+        self.res1 = ResBlock(w3)
+        self.af3 = AF(w3)
+        self.res2 = ResBlock(w3)
+        self.af4 = AF(w3)
+        self.out = RepConv(w3, c_max)
+
+    def forward(self, image, snr_db, rate):
+        cond = _cond(snr_db, rate)
+        x = self.af2(self.d2(self.d1(image * 2.0 - 1.0)), cond)
+        x = self.af3(self.res1(self.d3(x)), cond)
+        x = self.af4(self.res2(x), cond)
+        return self.out(x)
+
+
+class Decoder(nn.Module):
+    """noisy latent (B,C_MAX,h,w) zero beyond the sent channels, snr_db, rate → image in [0,1]."""
+
+    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.inp = nn.Sequential(RepConv(c_max, w3), _act())
+        self.af1 = AF(w3)
+        self.res1 = ResBlock(w3)
+        self.af2 = AF(w3)
+        self.res2 = ResBlock(w3)
+        self.af3 = AF(w3)
+        self.u1 = Up(w3, w2)
+        self.af4 = AF(w2)
+        self.u2 = Up(w2, w1)
+        self.u3 = Up(w1, 3, act=nn.Sigmoid())
+
+    def forward(self, latent, snr_db, rate):
+        cond = _cond(snr_db, rate)
+        x = self.af1(self.inp(latent), cond)
+        x = self.af2(self.res1(x), cond)
+        x = self.af3(self.res2(x), cond)
+        x = self.af4(self.u1(x), cond)
+        return self.u3(self.u2(x))
+
+
+def channel_mask(c: torch.Tensor, c_max: int = C_MAX) -> torch.Tensor:
+    """(B,) channel counts → (B, C_MAX, 1, 1) float mask of the sent channels."""
+    idx = torch.arange(c_max, device=c.device)
+    return (idx[None, :] < c[:, None]).float()[:, :, None, None]
+
+
+def power_normalize(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scale the sent channels of each latent to unit mean power per complex symbol.
+
+    Complex symbols are channel pairs, so unit power per symbol is a mean square of 1/2 per
+    real value. Channels outside ``mask`` come out zero.
+    """
+    zm = z * mask
+    n = mask.sum(dim=(1, 2, 3), keepdim=True) * z.shape[2] * z.shape[3]
+    p = zm.pow(2).sum(dim=(1, 2, 3), keepdim=True) / n
+    return zm / torch.sqrt(2.0 * p + 1e-12)
+
+
+def awgn(z: torch.Tensor, snr_db: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Add CN(0, σ²) per complex symbol (σ²/2 per real part), σ² = 10^(-SNR/10), on the sent channels."""
+    sigma2 = torch.pow(10.0, -snr_db / 10.0)[:, :, None, None]
+    return z + torch.randn_like(z) * torch.sqrt(sigma2 / 2.0) * mask
+
+
+class DeepJSCC(nn.Module):
+    """Encoder + power normalisation + AWGN + decoder, for training and validation."""
+
+    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX):
+        super().__init__()
+        self.c_max = c_max
+        self.encoder = Encoder(widths, c_max)
+        self.decoder = Decoder(widths, c_max)
+
+    def forward(self, image, snr_tx, snr_rx, c):
+        """``snr_tx``/``snr_rx`` (B,1) dB: channel SNR seen by the encoder / told to the decoder;
+        ``c`` (B,) channel counts. The channel itself runs at ``snr_tx``."""
+        rate = (c.float() / self.c_max)[:, None]
+        mask = channel_mask(c, self.c_max)
+        z = power_normalize(self.encoder(image, snr_tx, rate), mask)
+        y = awgn(z, snr_tx, mask)
+        return self.decoder(y, snr_rx, rate)
