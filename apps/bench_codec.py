@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Benchmark: deep JSCC encode+decode latency at 256×256, ONNX Runtime vs torch eager.
+
+ORT runs the shipped models/jscc_enc.onnx + jscc_dec.onnx through the project runtime
+(checksums verified, the session options the flowgraph uses). Torch eager runs the same
+architecture (``semcom.train.jscc_model.DeepJSCC``) as it is trained (parallel conv
+branches) and with the branches merged as exported. The torch weights are freshly
+initialised, not the trained ones (the training checkpoint is not shipped); a convolutional
+network's latency does not depend on its weight values. Each figure is the best of several
+rounds of median timings, backends taking turns, all in one run.
+
+Last line of output: ``ort_speedup_vs_torch: <ratio>`` (torch eager as trained / ORT).
+"""
+import argparse
+import copy
+import sys
+import time
+
+import numpy as np
+
+
+def _median_ms(fn, runs):
+    fn()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(ts))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2, help="threads for both backends")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5)
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from gnuradio.semcom.runtime import load_model
+    from gnuradio.semcom.train.jscc_model import C_MAX, STRIDE, DeepJSCC, fuse_repconvs
+
+    torch.manual_seed(0)
+    torch.set_num_threads(a.threads)
+    trained = DeepJSCC().eval()
+    fused = fuse_repconvs(copy.deepcopy(trained)).eval()
+    enc, dec = load_model("jscc_enc", threads=a.threads), load_model("jscc_dec", threads=a.threads)
+    image = torch.rand(1, 3, a.size, a.size)
+    snr, rate = torch.full((1, 1), 10.0), torch.full((1, 1), 0.5)
+    latent = torch.randn(1, C_MAX, a.size // STRIDE, a.size // STRIDE)
+    cond = {"snr_db": snr.numpy(), "rate": rate.numpy()}
+
+    def torch_fn(m):
+        def f():
+            with torch.inference_mode():
+                m.encoder(image, snr, rate)
+                m.decoder(latent, snr, rate)
+        return f
+
+    fns = {"ort": lambda: (enc.run({"image": image.numpy(), **cond}), dec.run({"latent": latent.numpy(), **cond})),
+           "torch_eager": torch_fn(trained), "torch_eager_merged": torch_fn(fused)}
+    best = {k: float("inf") for k in fns}
+    for _ in range(a.rounds):
+        for k, fn in fns.items():
+            time.sleep(0.3)
+            best[k] = min(best[k], _median_ms(fn, a.runs))
+    print(f"JSCC encode+decode {a.size}x{a.size}, {a.threads} threads, providers {enc.providers}:")
+    for k, v in best.items():
+        print(f"  {k:<20} {v:8.1f} ms")
+    print(f"  torch eager (merged branches) / ORT: {best['torch_eager_merged'] / best['ort']:.2f}")
+    print(f"ort_speedup_vs_torch: {best['torch_eager'] / best['ort']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
