@@ -32,7 +32,6 @@ behind an RM-coded header and equalises with channel tracking. Last output lines
 ``phy_speedup_vs_stock_ofdm: <ratio>`` (steady-state MS/s, semantic over stock).
 """
 import argparse
-import threading
 import time
 
 import numpy as np
@@ -69,29 +68,14 @@ def semantic_payload_len(p, frame_symbols: int) -> int:
     return n
 
 
-class PacedPdus(gr.basic_block):
+class PacedPdus(semcom.threaded_source):
     """Publishes a list of PDUs, keeping at most ``window`` of them in flight (sent but not
     yet accounted for by ``done()``, e.g. the frames' worth of samples the RX has read)."""
 
     def __init__(self, pdus, done, window=8):
-        gr.basic_block.__init__(self, "paced_pdus", None, None)
+        semcom.threaded_source.__init__(self, "paced_pdus")
         self.pdus, self.done, self.window = pdus, done, int(window)
         self.sent = 0
-        self._stop = threading.Event()
-        self._thread = None
-        self.message_port_register_out(pmt.intern("out"))
-
-    def start(self):
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return True
-
-    def stop(self):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        return True
 
     def _run(self):
         port = pmt.intern("out")

@@ -5,12 +5,10 @@ so the block plumbing is tested apart from the trained models; test_jscc/test_se
 cover the real codecs, and one test runs the real JSCC end to end.
 """
 import os
-import time
 
 import numpy as np
 import pmt
 import pytest
-from gnuradio import gr
 
 from gnuradio import semcom
 from gnuradio.semcom import codecs

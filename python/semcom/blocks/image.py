@@ -23,7 +23,7 @@ from gnuradio import gr
 
 from .. import codecs as _codecs
 from ..images import load_images
-from .link import random_features
+from .link import random_features, threaded_source
 
 __all__ = ["image_source", "semantic_encoder", "semantic_decoder", "image_sink", "image_pdu", "pdu_image", "score"]
 
@@ -60,7 +60,7 @@ def _meta_dict(msg) -> dict:
     return pmt.to_python(pmt.car(msg)) or {}
 
 
-class image_source(gr.basic_block):
+class image_source(threaded_source):
     """Emits image PDUs from a folder, files, or scikit-image's sample photos.
 
     Parameters: ``path`` ("" = sample photos; a folder; a file; "sample:astronaut,coffee"),
@@ -74,7 +74,7 @@ class image_source(gr.basic_block):
     """
 
     def __init__(self, path="", size=0, limit=0, repeat=1, pace="ack", interval_s=0.0, timeout_s=10.0, window=1):
-        gr.basic_block.__init__(self, "semcom_image_source", None, None)
+        threaded_source.__init__(self, "semcom_image_source")
         if pace not in ("ack", "interval"):
             raise ValueError(f"pace must be 'ack' or 'interval', got {pace!r}")
         if int(repeat) < 1 or float(interval_s) < 0 or float(timeout_s) <= 0 or int(window) < 1:
@@ -87,9 +87,6 @@ class image_source(gr.basic_block):
         self.timeouts = 0
         self.window = int(window)
         self._slots = threading.Semaphore(self.window)
-        self._stop = threading.Event()
-        self._thread = None
-        self.message_port_register_out(pmt.intern("out"))
         self.message_port_register_in(pmt.intern("next"))
         self.set_msg_handler(pmt.intern("next"), self._on_next)
 
@@ -101,18 +98,8 @@ class image_source(gr.basic_block):
         """Images this source will emit."""
         return len(self.images) * self.repeat
 
-    def start(self):
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return True
-
-    def stop(self):
-        self._stop.set()
+    def _wake(self):
         self._slots.release()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        return True
 
     def _run(self):
         for k in range(self.total):

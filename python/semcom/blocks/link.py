@@ -10,7 +10,7 @@ from gnuradio import gr
 
 from ..metrics import nmse_db
 
-__all__ = ["feature_source", "link_monitor"]
+__all__ = ["feature_source", "link_monitor", "threaded_source"]
 
 
 def random_features(seed: int, seq: int, length: int) -> np.ndarray:
@@ -19,25 +19,21 @@ def random_features(seed: int, seq: int, length: int) -> np.ndarray:
     return ((r.standard_normal(length) + 1j * r.standard_normal(length)) / np.sqrt(2)).astype(np.complex64)
 
 
-class feature_source(gr.basic_block):
-    """Emits ``n_frames`` PDUs of random unit-power feature symbols (then stops emitting).
+class threaded_source(gr.basic_block):
+    """Base of message sources that publish on ``out`` from a worker thread (``_run``)
+    between the flowgraph's start() and stop(); ``_stop`` is set when it must end."""
 
-    Message output ``out``: PDU with metadata ``seq`` and ``codec_id`` and a c32vector of
-    ``payload_len`` symbols, one every ``interval_s`` seconds (0 = as fast as possible,
-    with back-pressure of ``max_in_flight`` frames not yet acknowledged via ``ack()``).
-    The symbols are reproducible from (seed, seq): the monitor regenerates them.
-    """
-
-    def __init__(self, n_frames=100, payload_len=1024, seed=0, interval_s=0.0, codec_id=0):
-        gr.basic_block.__init__(self, "semcom_feature_source", None, None)
-        if int(n_frames) < 0 or int(payload_len) < 1 or float(interval_s) < 0:
-            raise ValueError("n_frames >= 0, payload_len >= 1, interval_s >= 0 required")
-        self.n_frames, self.payload_len = int(n_frames), int(payload_len)
-        self.seed, self.interval_s, self.codec_id = int(seed), float(interval_s), int(codec_id)
-        self.sent = 0
+    def __init__(self, name):
+        gr.basic_block.__init__(self, name, None, None)
         self._stop = threading.Event()
         self._thread = None
         self.message_port_register_out(pmt.intern("out"))
+
+    def _run(self):
+        raise NotImplementedError
+
+    def _wake(self):
+        """Called by stop() after ``_stop`` is set: release anything ``_run`` waits on."""
 
     def start(self):
         self._stop.clear()
@@ -47,9 +43,28 @@ class feature_source(gr.basic_block):
 
     def stop(self):
         self._stop.set()
+        self._wake()
         if self._thread is not None:
             self._thread.join(timeout=2)
         return True
+
+
+class feature_source(threaded_source):
+    """Emits ``n_frames`` PDUs of random unit-power feature symbols (then stops emitting).
+
+    Message output ``out``: PDU with metadata ``seq`` and ``codec_id`` and a c32vector of
+    ``payload_len`` symbols, one every ``interval_s`` seconds (0 = as fast as possible,
+    all at once).
+    The symbols are reproducible from (seed, seq): the monitor regenerates them.
+    """
+
+    def __init__(self, n_frames=100, payload_len=1024, seed=0, interval_s=0.0, codec_id=0):
+        threaded_source.__init__(self, "semcom_feature_source")
+        if int(n_frames) < 0 or int(payload_len) < 1 or float(interval_s) < 0:
+            raise ValueError("n_frames >= 0, payload_len >= 1, interval_s >= 0 required")
+        self.n_frames, self.payload_len = int(n_frames), int(payload_len)
+        self.seed, self.interval_s, self.codec_id = int(seed), float(interval_s), int(codec_id)
+        self.sent = 0
 
     def _run(self):
         for seq in range(self.n_frames):

@@ -4,8 +4,8 @@
 
 Writes ``jscc_enc.onnx`` and ``jscc_dec.onnx`` (dynamic H and W, batch 1) after folding every
 ``RepConv`` into a single 3×3 conv, checks that ONNX Runtime reproduces the torch outputs
-on two image sizes, registers both files with ``semcom.runtime.register_model`` and prints
-the encode+decode latency of torch eager and ONNX Runtime at 256×256.
+on two image sizes, registers both files with ``semcom.runtime.register_model``. Latency:
+``apps/bench_codec.py``.
 
 Graph contract (also in the manifest entries):
 - ``jscc_enc``: ``image`` float32 [1, 3, H, W] in [0, 1] (H, W multiples of 8), ``snr_db``
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import tempfile
-import time
 
 import numpy as np
 import torch
@@ -91,56 +89,6 @@ def check_ort(model: DeepJSCC, enc_path: str, dec_path: str, sizes=((64, 96), (1
     return worst
 
 
-def latency(model: DeepJSCC, fused: DeepJSCC, enc_path: str, dec_path: str, threads: int,
-            size: int = 256, rounds: int = 5, runs: int = 5) -> dict:
-    """Encode + decode latency (ms) at size×size: torch eager (training and fused graph) and ORT.
-
-    Encoder and decoder are timed in separate blocks of ``runs`` calls and their medians
-    added: ORT then runs as it does with one thread pool per process (two sessions with a
-    pool each, called alternately, fight over the cores with their spinning threads; see
-    docs/jscc.md). Backends take turns, each block after a short pause so that the other's
-    worker threads are idle; a figure is the best of its ``rounds`` (the one least disturbed
-    by other processes).
-    """
-    torch.set_num_threads(threads)
-    image = torch.rand(1, 3, size, size)
-    s = torch.full((1, 1), 10.0)
-    r = torch.full((1, 1), 0.5)
-    enc, dec = _session(enc_path, threads), _session(dec_path, threads)
-    cond = {"snr_db": s.numpy(), "rate": r.numpy()}
-    latent = enc.run(None, {"image": image.numpy(), **cond})[0]
-    z = torch.from_numpy(latent)
-
-    def torch_pair(m):
-        def e():
-            with torch.inference_mode():
-                m.encoder(image, s, r)
-
-        def d():
-            with torch.inference_mode():
-                m.decoder(z, s, r)
-        return e, d
-
-    pairs = {"ort": (lambda: enc.run(None, {"image": image.numpy(), **cond}),
-                     lambda: dec.run(None, {"latent": latent, **cond})),
-             "torch_eager": torch_pair(model), "torch_eager_fused": torch_pair(fused)}
-    best = {k: math.inf for k in pairs}
-    for _ in range(rounds):
-        for k, fns in pairs.items():
-            total = 0.0
-            for fn in fns:
-                time.sleep(0.5)
-                fn()
-                ts = []
-                for _ in range(runs):
-                    t = time.perf_counter()
-                    fn()
-                    ts.append(time.perf_counter() - t)
-                total += 1000.0 * float(np.median(ts))
-            best[k] = min(best[k], total)
-    return best
-
-
 def manifest_entries(enc_file: str, dec_file: str, training: dict) -> tuple[dict, dict]:
     """Manifest entries (without sha256/size, which ``register_model`` adds)."""
     extra = {
@@ -185,7 +133,6 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", default="out/jscc/ckpt.pt")
     ap.add_argument("--models", default="models", help="models folder holding manifest.json")
-    ap.add_argument("--threads", type=int, default=2, help="threads for the latency comparison")
     args = ap.parse_args(argv)
 
     from ..runtime import register_model
@@ -205,7 +152,7 @@ def main(argv=None):
     os.makedirs(args.models, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         enc_tmp, dec_tmp = os.path.join(tmp, ENC_NAME + ".onnx"), os.path.join(tmp, DEC_NAME + ".onnx")
-        fused = export_onnx(model, enc_tmp, dec_tmp)
+        export_onnx(model, enc_tmp, dec_tmp)
         err = check_ort(model, enc_tmp, dec_tmp)
         print(f"max |ORT - torch| = {err:.2e}")
         if err > TOLERANCE:
@@ -215,8 +162,7 @@ def main(argv=None):
         register_model(args.models, dec_entry, dec_tmp)
         for p in (enc_tmp, dec_tmp):
             print(f"{os.path.basename(p)}: {os.path.getsize(p) / 1e6:.2f} MB")
-        lat = latency(model, fused, enc_tmp, dec_tmp, args.threads)
-    print(f"encode+decode 256×256, {args.threads} threads: " + ", ".join(f"{k} {v:.1f} ms" for k, v in lat.items()))
+    print("latency: python apps/bench_codec.py")
 
 
 if __name__ == "__main__":
