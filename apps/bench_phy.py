@@ -115,7 +115,7 @@ def _wait(count, n, timeout, stall=2.0):
 
 
 def run_semantic(p, n_frames, frame_symbols, channel, gap, window=16, seed=1, timeout=120.0, equalizer="zf",
-                 threshold=modem.DEFAULT_THRESHOLD):
+                 threshold=0.0):
     """Semantic TX → channel → RX. Returns dict(frames, delivered, rows (seq, nmse_db, snr_est_db), times)."""
     L = semantic_payload_len(p, frame_symbols)
     rng = np.random.default_rng(seed)

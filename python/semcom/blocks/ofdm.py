@@ -24,12 +24,13 @@ LENGTH_TAG = "packet_len"
 
 
 def make_params(profile="wifi64", fft_len=None, cp_len=None, occupied_carriers=None, pilot_carriers=None,
-                header_modulation=None) -> OfdmParams:
+                header_modulation=None, header_repetition=None) -> OfdmParams:
     """OfdmParams from a profile name plus optional overrides (the GRC/CLI form)."""
     if isinstance(profile, OfdmParams):
         return profile
     over = {k: v for k, v in dict(fft_len=fft_len, cp_len=cp_len, occupied_carriers=occupied_carriers,
-                                  pilot_carriers=pilot_carriers, header_modulation=header_modulation).items()
+                                  pilot_carriers=pilot_carriers, header_modulation=header_modulation,
+                                  header_repetition=header_repetition).items()
             if v is not None and v != ()}
     for key in ("occupied_carriers", "pilot_carriers"):
         if key in over:
@@ -152,7 +153,8 @@ class ofdm_tx(gr.hier_block2):
     (``semcom_seq``, ``semcom_codec``, ``semcom_payload_len``); nothing between bursts.
     The Python framer builds each burst with one IFFT and hands it to
     ``pdu.pdu_to_tagged_stream``, so the samples stream out in C++.
-    Frame: 2 sync symbols, RM-coded BPSK/QPSK header, optional side information, analog
+    Frame: 2 sync symbols, RM-coded BPSK/QPSK header (``header_repetition`` copies; the
+    profile's default when None), optional side information, analog
     payload on the data carriers (unit mean power; gain sent in the header), pilots,
     cyclic prefix. Unitary IFFT: each data subcarrier carries Es = 1 (times ``scale``).
 
@@ -162,11 +164,11 @@ class ofdm_tx(gr.hier_block2):
 
     def __init__(self, profile="wifi64", fft_len=None, cp_len=None, occupied_carriers=None,
                  pilot_carriers=None, header_modulation=None, codec_id=0, scale=1.0, tail_symbols=0,
-                 max_payload_len=65536, max_side_len=64):
+                 max_payload_len=65536, max_side_len=64, header_repetition=None):
         gr.hier_block2.__init__(self, "semcom_ofdm_tx", gr.io_signature(0, 0, 0),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self.params = p = make_params(profile, fft_len, cp_len, occupied_carriers, pilot_carriers,
-                                      header_modulation)
+                                      header_modulation, header_repetition)
         if not np.isfinite(scale) or scale <= 0:
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         if int(tail_symbols) < 0:
@@ -196,7 +198,7 @@ class frame_receiver(gr.sync_block):
     See ``ofdm_rx`` for the PDU format.
     """
 
-    def __init__(self, params: OfdmParams, threshold=_m.DEFAULT_THRESHOLD, equalizer="zf", pilot_window=0,
+    def __init__(self, params: OfdmParams, threshold=0.0, equalizer="zf", pilot_window=0,
                  max_payload_len=_hdr.MAX_PAYLOAD_LEN, max_side_len=_hdr.MAX_SIDE_LEN):
         gr.sync_block.__init__(self, "semcom_frame_receiver", [np.complex64], None)
         self.rx = _m.FrameReceiver(params, threshold, equalizer, pilot_window, max_payload_len, max_side_len)
@@ -243,8 +245,10 @@ class ofdm_rx(gr.hier_block2):
 
     Detection: energy-normalised matched filter on the known preamble that also collects
     paths up to cp/4 late and tests CFO hypotheses (``threshold`` on a 0…1 scale: about 1
-    for a clean preamble, 0.5 at 0 dB Es/N0, below 0.14 on noise; a CFO up to about ±0.37
-    subcarrier costs under 0.5 dB). Then per frame: CFO, channel and noise from the
+    for a clean preamble, S/(S+N) at low SNR; 0, the default, takes the profile's threshold
+    ``semcom.phy.modem.default_threshold``: wifi64 0.25, wide256 0.12, wide512 0.081, each
+    well above the noise maxima measured in docs/phy.md; a CFO up to about ±0.37 subcarrier
+    costs under 0.5 dB). Then per frame: CFO, channel and noise from the
     preamble and the decoded header, per-subcarrier channel tracking from the pilots
     (``pilot_window`` symbols of smoothing, 0 = chosen per frame), ZF or MMSE, no decision
     feedback. Frames whose header fails (CRC, length above ``max_payload_len`` /
@@ -253,12 +257,12 @@ class ofdm_rx(gr.hier_block2):
     """
 
     def __init__(self, profile="wifi64", fft_len=None, cp_len=None, occupied_carriers=None,
-                 pilot_carriers=None, header_modulation=None, equalizer="zf", threshold=_m.DEFAULT_THRESHOLD,
-                 pilot_window=0, max_payload_len=65536, max_side_len=64):
+                 pilot_carriers=None, header_modulation=None, equalizer="zf", threshold=0.0,
+                 pilot_window=0, max_payload_len=65536, max_side_len=64, header_repetition=None):
         gr.hier_block2.__init__(self, "semcom_ofdm_rx", gr.io_signature(1, 1, gr.sizeof_gr_complex),
                                 gr.io_signature(0, 0, 0))
         self.params = p = make_params(profile, fft_len, cp_len, occupied_carriers, pilot_carriers,
-                                      header_modulation)
+                                      header_modulation, header_repetition)
         max_frame_symbols(p, max_payload_len, max_side_len)  # validates the limits
         self.message_port_register_hier_out("out")
         self.receiver = frame_receiver(p, threshold, equalizer, int(pilot_window), int(max_payload_len),

@@ -19,6 +19,7 @@ from typing import List, Optional
 
 import numpy as np
 import scipy.fft
+import scipy.special
 from scipy.ndimage import maximum_filter1d
 
 from . import header as hdr
@@ -39,11 +40,37 @@ def n_coded_symbols(p: OfdmParams, n_chips: int) -> int:
 
 
 def n_header_symbols(p: OfdmParams) -> int:
-    return n_coded_symbols(p, hdr.HEADER_CODED_LEN)
+    return n_coded_symbols(p, p.header_repetition * hdr.HEADER_CODED_LEN)
 
 
 def n_side_symbols(p: OfdmParams, side_len: int) -> int:
-    return n_coded_symbols(p, hdr.side_coded_len(side_len))
+    return n_coded_symbols(p, p.header_repetition * hdr.side_coded_len(side_len))
+
+
+def _copy_shift(p: OfdmParams, n_chips: int) -> int:
+    """Rotation (chips) between successive copies of a repeated chip block."""
+    return n_chips // p.header_repetition
+
+
+def coded_chips(p: OfdmParams, info_bits: np.ndarray) -> np.ndarray:
+    """Info bits → interleaved RM chips, ``header_repetition`` copies back to back.
+
+    Copy r is rotated by r/R of its length, so the copies of a chip lie in different OFDM
+    symbols and on carriers far apart (frequency diversity on top of the interleaver's).
+    """
+    c = hdr.encode_bits_block(info_bits)
+    k = _copy_shift(p, len(c))
+    return np.concatenate([np.roll(c, r * k) for r in range(p.header_repetition)])
+
+
+def decode_chips(p: OfdmParams, soft: np.ndarray, n_info_bits: int) -> np.ndarray:
+    """Soft chips of ``coded_chips`` (pad chips may follow) → info bits: the copies are
+    added (maximum-ratio combining: the soft chips are already weighted by the channel),
+    then ML-decoded."""
+    n = hdr.coded_len(n_info_bits)
+    k = _copy_shift(p, n)
+    s = np.asarray(soft, np.float32)[: n * p.header_repetition].reshape(p.header_repetition, n)
+    return hdr.decode_bits_block(sum(np.roll(s[r], -r * k) for r in range(p.header_repetition)), n_info_bits)
 
 
 def n_payload_symbols(p: OfdmParams, payload_len: int) -> int:
@@ -113,8 +140,8 @@ def build_frame(p: OfdmParams, payload, codec_id: int = 0, seq: int = 0, side: b
     code = gain_code_for(x) if normalize else 0
     h = hdr.Header(codec_id=int(codec_id), seq=int(seq) & 0xFFFF, payload_len=len(x), side_len=len(side),
                    gain_code=code)
-    h_grid = _chips_to_grid(p, hdr.encode_bits_block(hdr.header_to_bits(h)))
-    s_grid = (_chips_to_grid(p, hdr.encode_bits_block(hdr.side_to_bits(side))) if side
+    h_grid = _chips_to_grid(p, coded_chips(p, hdr.header_to_bits(h)))
+    s_grid = (_chips_to_grid(p, coded_chips(p, hdr.side_to_bits(side))) if side
               else np.zeros((0, p.n_data), np.complex64))
     n_pl = n_payload_symbols(p, len(x))
     pl = np.zeros(n_pl * p.n_data, np.complex64)
@@ -261,13 +288,13 @@ def decode_header(p: OfdmParams, y_hdr: np.ndarray, chan0: np.ndarray) -> Option
     ph0, dph = _fit_phase((ya[:, pos_p] * np.conj(hp[pos_p] * r.pil_h)).sum(axis=1), r.steer)
     rot = np.exp(-1j * (ph0 + dph * r.t_h))[:, None]
     # 2. MRC soft chips, ML decoding, CRC
-    bits = hdr.decode_bits_block(_grid_to_soft(p, ya[:, pos_d] * rot * np.conj(hp[pos_d])), hdr.HEADER_INFO_BITS)
+    bits = decode_chips(p, _grid_to_soft(p, ya[:, pos_d] * rot * np.conj(hp[pos_d])), hdr.HEADER_INFO_BITS)
     h = hdr.bits_to_header(bits)
     if h is None:
         return None
     # 3. the header is now known: refine phase, channel and noise variance with it
     x = np.empty((n_h, len(act)), np.complex64)
-    x[:, pos_d] = _chips_to_grid(p, hdr.encode_bits_block(bits))
+    x[:, pos_d] = _chips_to_grid(p, coded_chips(p, bits))
     x[:, pos_p] = r.pil_h
     xc = np.conj(x)  # |x| = 1: 1/x = conj(x)
     ph0, dph = _fit_phase((ya * xc).dot(np.conj(hp)), r.steer)
@@ -412,7 +439,7 @@ def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str
     hch = (hd if w is None else hd + (dev @ w.T).astype(np.complex64)) * pred[:, None]  # (n × n_data)
     side = b""
     if n_s:
-        bits = hdr.decode_bits_block(_grid_to_soft(p, y[:n_s, r.di] * np.conj(hch[:n_s])), 8 * h.side_len + 16)
+        bits = decode_chips(p, _grid_to_soft(p, y[:n_s, r.di] * np.conj(hch[:n_s])), 8 * h.side_len + 16)
         side = hdr.bits_to_side(bits, h.side_len)
         if side is None:
             return None
@@ -523,7 +550,9 @@ def frame_len_symbols(p: OfdmParams, h: hdr.Header) -> int:
 
 # ---------------------------------------------------------------------------------------
 # Preamble detection: energy-normalised matched filter that collects multipath energy.
-DEFAULT_THRESHOLD = 0.25
+THRESHOLD_CAP = 0.25  # highest default threshold (wifi64's; 0.5 at 0 dB Es/N0)
+FALSE_ALARM_TAIL = 1e-12  # noise tail probability per window start the default threshold is set above
+THRESHOLD_MARGIN = 1.5  # factor on that tail level
 
 
 def detection_lags(p: OfdmParams) -> int:
@@ -535,6 +564,20 @@ def detection_lags(p: OfdmParams) -> int:
 # CFO ν costs the coherent correlation sinc²(ν·len/N) (2 dB at 0.1 for wifi64); testing
 # these offsets keeps the loss below 0.5 dB up to |ν| ≈ 0.37.
 DETECTION_CFOS = (-0.3, -0.15, 0.0, 0.15, 0.3)
+
+
+def default_threshold(p: OfdmParams) -> float:
+    """Detection threshold for ``p``'s preamble: min(THRESHOLD_CAP, THRESHOLD_MARGIN · q / L).
+
+    On white noise the metric of a window is close to Gamma(J, 1/L) distributed (J
+    ``detection_lags``, L the preamble length; the maximum over the CFO hypotheses adds
+    little): q is the Gamma(J, 1) level exceeded with probability ``FALSE_ALARM_TAIL``.
+    This predicts the measured noise maxima (docs/phy.md) within 10 %. Longer preambles
+    average more noise, so the threshold falls (wifi64 0.25, wide256 0.120, wide512 0.081)
+    and detection reaches lower SNR (the metric of a frame is about S/(S+N)).
+    """
+    L, J = len(preamble(p)), detection_lags(p)
+    return float(min(THRESHOLD_CAP, THRESHOLD_MARGIN * scipy.special.gammainccinv(J, FALSE_ALARM_TAIL) / L))
 
 
 def _mf_kernels(p: OfdmParams, nfft: int) -> np.ndarray:
@@ -601,11 +644,12 @@ def _peaks(m: np.ndarray, threshold: float, radius: int, first: int = 0, last: O
     return idx
 
 
-def detect_preamble(p: OfdmParams, x: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Indices of the detected preambles' last samples in a whole buffer (see ``preamble_metric``)."""
+def detect_preamble(p: OfdmParams, x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """Indices of the detected preambles' last samples in a whole buffer (see ``preamble_metric``;
+    threshold 0: ``default_threshold``)."""
     L = len(preamble(p))
     m = preamble_metric(p, x)
-    return (_peaks(m, threshold, L) + L - 1).astype(np.int64)
+    return (_peaks(m, threshold or default_threshold(p), L) + L - 1).astype(np.int64)
 
 
 _SEARCH_SEGMENT = 1 << 15  # samples per matched-filter pass: bounds the work of each search step
@@ -647,7 +691,7 @@ class _SampleBuffer:
 class FrameReceiver:
     """Streaming receiver: feed samples in chunks of any size, get each frame once its last sample is in.
 
-    Detection: ``preamble_metric`` above ``threshold`` and largest within ± one preamble
+    Detection: ``preamble_metric`` above ``threshold`` (0: ``default_threshold``) and largest within ± one preamble
     length (needs one preamble length of samples after the peak, which the frame itself
     provides: no trailing signal is needed). Then the header block is decoded
     (``rx_header_block``); a frame whose header fails (CRC, or a length above
@@ -658,17 +702,17 @@ class FrameReceiver:
     in ``header_failures`` (a corrupted capture is never decoded).
     """
 
-    def __init__(self, params: OfdmParams, threshold: float = DEFAULT_THRESHOLD, equalizer: str = "zf",
+    def __init__(self, params: OfdmParams, threshold: float = 0.0, equalizer: str = "zf",
                  pilot_window: int = 0, max_payload_len: int = hdr.MAX_PAYLOAD_LEN,
                  max_side_len: int = hdr.MAX_SIDE_LEN):
-        if not 0.0 < float(threshold) < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+        if not 0.0 <= float(threshold) < 1.0:
+            raise ValueError(f"threshold must be in [0, 1) (0: the profile's default), got {threshold!r}")
         if equalizer not in ("zf", "mmse"):
             raise ValueError(f"equalizer must be 'zf' or 'mmse', got {equalizer!r}")
         if int(pilot_window) < 0:
             raise ValueError("pilot_window must be >= 0 (0: automatic)")
         self.p = params
-        self.threshold = float(threshold)
+        self.threshold = float(threshold) or default_threshold(params)
         self.equalizer = equalizer
         self.pilot_window = int(pilot_window)
         self.max_payload_len, self.max_side_len = int(max_payload_len), int(max_side_len)
@@ -776,7 +820,7 @@ class ReferenceModem:
     buffer; the failure counters accumulate over calls.
     """
 
-    def __init__(self, params: OfdmParams, threshold: float = DEFAULT_THRESHOLD, equalizer: str = "zf",
+    def __init__(self, params: OfdmParams, threshold: float = 0.0, equalizer: str = "zf",
                  pilot_window: int = 0):
         self.p = params
         self.threshold = threshold
