@@ -148,3 +148,19 @@ def test_encoder_rejects_bad_image_without_stopping():
     enc._on_image(pmt.cons(pmt.to_pmt(dict(height=2, width=2)), pmt.init_u8vector(3, [1, 2, 3])))
     enc._on_image(pmt.cons(pmt.make_dict(), pmt.init_u8vector(0, [])))
     assert enc.failed == 2 and enc.encoded == 0
+
+
+def test_mmse_output_is_unbiased_for_the_codecs():
+    """MMSE shrinks y by (1 − e); Csi.unbias restores y = x + n with noise e/(1 − e)."""
+    rng = np.random.default_rng(3)
+    n, snr_db = 200000, -5.0
+    x = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(np.complex64)
+    s2 = 10 ** (-snr_db / 10)
+    y = x + np.sqrt(s2 / 2) * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
+    e = s2 / (1 + s2)
+    csi = codecs.Csi(snr_db, s2, np.full(n, e, np.float32))
+    u = csi.unbias((y / (1 + s2)).astype(np.complex64), "mmse")
+    gain = np.vdot(x, u).real / np.vdot(x, x).real
+    assert abs(gain - 1) < 0.02 and np.allclose(csi.noise_var_sym, s2, rtol=1e-4)
+    csi2 = codecs.Csi(snr_db, s2, np.full(n, e, np.float32))
+    assert csi2.unbias(y, "zf") is y

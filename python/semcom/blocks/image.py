@@ -236,7 +236,8 @@ class semantic_decoder(gr.basic_block):
 
     Only frames whose header ``codec_id`` is this codec's are decoded (others, e.g. sounding
     frames, are ignored). The decoder gets the RX's ``snr_est_db`` and per-symbol noise
-    variance, never the simulator's SNR. When the codec has nothing to show (e.g. the
+    variance, never the simulator's SNR; the output of an MMSE equaliser is unbiased first
+    (``Csi.unbias``), so the codecs always see y = x + n. When the codec has nothing to show (e.g. the
     separation baseline's CRC fails), ``on_failure`` = "nothing" emits an empty image PDU
     with ``status`` "failed", "previous" re-emits the last decoded image with status
     "previous" (what a real receiver shows). Failures are counted (``failures``).
@@ -268,6 +269,7 @@ class semantic_decoder(gr.basic_block):
             y = np.asarray(pmt.c32vector_elements(pmt.cdr(msg)), np.complex64)
             side = bytes(bytearray(meta.get("side_info", b"")))
             csi = _codecs.Csi.from_meta(meta, y.size)
+            y = csi.unbias(y, str(meta.get("equalizer", "zf")))
             image = self.codec.decode(y, side, csi)
             if image is None:
                 status = getattr(self.codec, "last_status", "failed") or "failed"

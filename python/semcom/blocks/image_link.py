@@ -48,7 +48,7 @@ class LinkConfig:
     window: int = 1             # images in flight (1 = stop-and-wait)
     repeat: int = 1
     tx_snr_db: float = 10.0     # TX CSI before the first receiver report
-    equalizer: str = "mmse"
+    equalizer: str = "zf"         # unbiased: the codecs expect y = x + noise (MMSE shrinks x)
     on_failure: str = "nothing"
     codec_args: dict = field(default_factory=dict)
 

@@ -47,6 +47,16 @@ class Csi:
         nv = meta.get("noise_var")
         return cls(float(meta["snr_est_db"]), None if nv is None else float(nv), nvs)
 
+    def unbias(self, symbols: np.ndarray, equalizer: str) -> np.ndarray:
+        """Undo the shrinkage of an MMSE equaliser: y / (1 − e) with e the per-symbol MMSE
+        error variance (``noise_var_sym``), and rescale the noise variance to e / (1 − e),
+        so codecs always see y = x + n. ZF output is returned unchanged."""
+        if equalizer != "mmse" or self.noise_var_sym is None or self.noise_var_sym.size != symbols.size:
+            return symbols
+        e = np.clip(self.noise_var_sym.astype(np.float64), 0.0, 1.0 - 1e-6)
+        self.noise_var_sym = (e / (1.0 - e)).astype(np.float32)
+        return (symbols / (1.0 - e)).astype(np.complex64)
+
     def per_symbol(self, n: int) -> np.ndarray:
         """Noise variance per symbol (float32, length n), from the finest information present."""
         if self.noise_var_sym is not None and self.noise_var_sym.size == n:
