@@ -314,13 +314,15 @@ class image_sink(gr.basic_block):
     feature distance). An empty
     PDU (the receiver has nothing) is scored against a mid-grey image of the reference's
     size, which is what a display shows with no data. ``out_dir`` "" = no files; ``csv_path``
-    appends one row per image. Every PDU triggers a message on ``ack``.
+    appends one row per image; ``metrics=False`` skips the scoring (throughput runs).
+    Every PDU triggers a message on ``ack``.
     """
 
     FIELDS = ("seq", "name", "codec", "status", "snr_est_db", "psnr", "ssim", "ms_ssim", "effnet_dist", "file", "t")
 
-    def __init__(self, reference="", size=0, limit=0, out_dir="", csv_path="", label=""):
+    def __init__(self, reference="", size=0, limit=0, out_dir="", csv_path="", label="", metrics=True):
         gr.basic_block.__init__(self, "semcom_image_sink", None, None)
+        self.metrics = bool(metrics)
         self.images = load_images(reference or None, int(size), int(limit))
         self.out_dir, self.csv_path, self.label = str(out_dir), str(csv_path), str(label)
         if self.out_dir:
@@ -346,6 +348,7 @@ class image_sink(gr.basic_block):
                    effnet_dist=np.nan, file="", t=time.time())
         if ref is not None:
             row["name"] = self.images.items[seq % len(self.images)].name
+        if ref is not None and self.metrics:
             shown = image if image is not None and image.shape == ref.shape else np.full_like(ref, 128)
             row.update(score(ref, shown))
         if image is not None and self.out_dir:

@@ -47,6 +47,7 @@ class LinkConfig:
     sounding_frames: int = 2
     window: int = 1             # images in flight (1 = stop-and-wait)
     repeat: int = 1
+    metrics: bool = True        # score every image at the sink (off for throughput runs)
     tx_snr_db: float = 10.0     # TX CSI before the first receiver report
     equalizer: str = "zf"         # unbiased: the codecs expect y = x + noise (MMSE shrinks x)
     on_failure: str = "nothing"
@@ -89,7 +90,7 @@ class image_link_flowgraph(gr.top_block):
         self.rx = ofdm_rx(profile=p, equalizer=cfg.equalizer, max_payload_len=max_len, max_side_len=64)
         self.dec = semantic_decoder(self.codec, on_failure=cfg.on_failure)
         self.sink = image_sink(cfg.images, cfg.size, cfg.limit, out_dir=cfg.out_dir,
-                               label=f"_snr{cfg.snr_db:g}_{cfg.channel}")
+                               label=f"_snr{cfg.snr_db:g}_{cfg.channel}", metrics=cfg.metrics)
         self.msg_connect(self.src, "out", self.enc, "in")
         self.msg_connect(self.enc, "out", self.tx, "in")
         self.connect(self.tx, self.imp, self.chan, self.rx)
