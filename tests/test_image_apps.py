@@ -25,7 +25,7 @@ def test_main_job_writes_report_and_csv(tmp_path):
     assert html.count("<img") >= 3 and "PSNR vs channel SNR" in html and "MS-SSIM" in html
     assert f"report: {out.resolve() / 'report.html'}" in r.stdout
     jscc = {float(x["snr_db"]): float(x["psnr"]) for x in rows if x["codec"] == "jscc"}
-    assert jscc[20.0] > jscc[-5.0] + 3  # quality follows the channel
+    assert jscc[20.0] > jscc[-5.0] + 1  # quality follows the channel
     for x in rows:  # the decoders were fed the receiver's estimate, close to the true SNR
         if x["status"] == "ok":
             assert abs(float(x["snr_est_db"]) - float(x["snr_db"])) < 1.5
