@@ -50,13 +50,14 @@ def main(argv=None):
     image = torch.rand(1, 3, a.size, a.size)
     snr, rate = torch.full((1, 1), 10.0), torch.full((1, 1), 0.5)
     latent = torch.randn(1, C_MAX, a.size // STRIDE, a.size // STRIDE)
-    cond = {"snr_db": snr.numpy(), "rate": rate.numpy()}
+    alloc = torch.full((1, 1, a.size // STRIDE, a.size // STRIDE), 0.5)
+    cond = {"snr_db": snr.numpy(), "rate": rate.numpy(), "alloc": alloc.numpy()}
 
     def torch_fn(m):
         def f():
             with torch.inference_mode():
-                m.encoder(image, snr, rate)
-                m.decoder(latent, snr, rate)
+                m.encoder(image, snr, rate, alloc)
+                m.decoder(latent, snr, rate, alloc)
         return f
 
     fns = {"ort": lambda: (enc.run({"image": image.numpy(), **cond}), dec.run({"latent": latent.numpy(), **cond})),

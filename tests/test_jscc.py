@@ -153,10 +153,13 @@ def test_export_matches_torch(tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     from gnuradio.semcom.train.export_jscc import check_ort, export_onnx
-    from gnuradio.semcom.train.jscc_model import DeepJSCC
+    from gnuradio.semcom.train.jscc_model import SM, DeepJSCC
 
     torch.manual_seed(0)
     model = DeepJSCC().eval()
+    for m in model.modules():  # exercise the allocation path (zero-initialised in a fresh model)
+        if isinstance(m, SM):
+            torch.nn.init.normal_(m.net[2].weight, std=0.05)
     enc, dec = str(tmp_path / "enc.onnx"), str(tmp_path / "dec.onnx")
     export_onnx(model, enc, dec)
     assert check_ort(model, enc, dec) < 1e-4

@@ -3,12 +3,13 @@
 All four are message blocks; the codecs (ONNX sessions, image codecs, channel codes) run
 in message handlers, never in ``work()``. PDU formats:
 
-* image PDU: metadata ``image_id``, ``name``, ``height``, ``width`` + u8vector of the
-  row-major RGB pixels (H·W·3 bytes);
+* image PDU: metadata ``image_id``, ``name``, ``height``, ``width`` (+ ``importance``,
+  ``weight`` … from the ``semantic_guidance`` block) + u8vector of the row-major RGB pixels (H·W·3 bytes);
 * symbol PDU (encoder → ``ofdm_tx``): metadata ``codec_id``, ``seq`` (= image_id mod 2^16),
   ``side_info`` (u8vector), ``image_id``, ``name``, ``tx_snr_db``, ``rho`` + c32vector;
 * decoded PDU (decoder → sink): metadata ``seq``, ``codec``, ``status``, ``snr_est_db``,
-  ``height``, ``width`` + u8vector (empty when the receiver has nothing).
+  ``height``, ``width`` (+ ``importance_levels``, u8vector H·W, for the importance codec)
+  + u8vector (empty when the receiver has nothing).
 """
 from __future__ import annotations
 
@@ -52,6 +53,20 @@ def pdu_image(msg) -> tuple[np.ndarray | None, dict]:
     if h * w * 3 != data.size:
         raise ValueError(f"image PDU of {data.size} bytes does not match height×width×3 = {h}×{w}×3")
     return data.reshape(h, w, 3), meta
+
+
+def codec_ctx(meta: dict, shape, snr_db: float) -> dict:
+    """Codec context of an image PDU: the TX CSI, plus the importance map and weight that
+    the ``semantic_guidance`` block attached (codecs that do not use them ignore them)."""
+    ctx = {"snr_db": snr_db}
+    imp = meta.get("importance")
+    if imp is not None and len(imp):
+        imp = np.asarray(imp, np.float32)
+        if imp.size != shape[0] * shape[1]:
+            raise ValueError(f"importance map of {imp.size} values does not match the {shape[0]}x{shape[1]} image")
+        ctx["importance"] = imp.reshape(shape[:2])
+        ctx["weight"] = float(meta.get("weight", 1.0))
+    return ctx
 
 
 def _meta_dict(msg) -> dict:
@@ -211,7 +226,7 @@ class semantic_encoder(gr.basic_block):
                 raise ValueError("empty image PDU")
             image_id = int(meta.get("image_id", self.encoded))
             snr = self.tx_snr_db
-            enc = self.codec.encode(pixels, {"snr_db": snr})
+            enc = self.codec.encode(pixels, codec_ctx(meta, pixels.shape, snr))
         except Exception as e:  # a bad image must not stop the flowgraph
             self.failed += 1
             gr.log.error(f"semcom semantic_encoder ({self.codec.name}): cannot encode: {e}")
@@ -285,6 +300,8 @@ class semantic_decoder(gr.basic_block):
             self._previous = image
         out = dict(seq=int(meta.get("seq", -1)), codec=self.codec.name, status=status,
                    snr_est_db=float(meta.get("snr_est_db", np.nan)))
+        if image is not None and hasattr(self.codec, "levels_map"):  # importance map the frame carried
+            out["importance_levels"] = self.codec.levels_map(side).ravel()
         if image is None:
             d = pmt.make_dict()
             for k, v in dict(out, height=0, width=0).items():

@@ -3,12 +3,13 @@ from .base import Codec, Csi, Encoded, as_rgb_uint8, pack_shape, rho, unpack_sha
 
 __all__ = ["Codec", "Csi", "Encoded", "as_rgb_uint8", "pack_shape", "rho", "unpack_shape"]
 
-CODECS = ("jscc", "separation")
+CODECS = ("jscc", "separation", "importance_jscc")
 
 
 def make_codec(name: str, rate: float = 1 / 12, **kwargs) -> Codec:
     """Codec by name: ``"jscc"`` (the embedded SNR-adaptive deep JSCC) or ``"separation"``
-    (image codec + channel code + QAM at the same channel-use budget). ``rate`` is ρ."""
+    (image codec + channel code + QAM at the same channel-use budget) or ``"importance_jscc"``
+    (the deep JSCC with importance-aware allocation, MLLM-SC). ``rate`` is ρ."""
     if name == "jscc":
         from .jscc import JsccCodec
 
@@ -17,6 +18,10 @@ def make_codec(name: str, rate: float = 1 / 12, **kwargs) -> Codec:
         from .separation import SeparationCodec
 
         return SeparationCodec(rate=rate, **kwargs)
+    if name == "importance_jscc":
+        from .importance import ImportanceJsccCodec
+
+        return ImportanceJsccCodec(rate=rate, **kwargs)
     raise ValueError(f"unknown codec {name!r}; available: {', '.join(CODECS)}")
 
 

@@ -99,9 +99,11 @@ class JsccCodec(Codec):
         lo, hi = self.snr_range
         return min(max(snr_db, lo), hi)
 
-    def _cond(self, snr_db: float, c: int) -> dict:
+    def _cond(self, snr_db: float, channels: np.ndarray) -> dict:
+        """Model conditioning: SNR, and the channels sent per block (h8, w8) as ``alloc``/``rate``."""
+        alloc = (np.asarray(channels, np.float32) / self.c_max)[None, None]
         return {"snr_db": np.full((1, 1), snr_db, np.float32),
-                "rate": np.full((1, 1), c / self.c_max, np.float32)}
+                "rate": np.full((1, 1), alloc.mean(), np.float32), "alloc": np.ascontiguousarray(alloc)}
 
     def encode(self, image, ctx: dict | None = None) -> Encoded:
         """RGB image (grayscale is replicated) → unit-power complex symbols + 5 bytes side info.
@@ -110,22 +112,49 @@ class JsccCodec(Codec):
         """
         img = as_rgb_uint8(image)
         h, w = img.shape[:2]
-        side = pack_shape(h, w) + bytes([self.c])
+        snr = self._tx_snr(ctx)
+        latent = self._encode_latent(img, snr, np.full(self._grid(h, w), self.c))[:self.c]
+        sym, power = _unit_power((latent[0::2] + 1j * latent[1::2]).ravel())
+        h8, w8 = self._grid(h, w)
+        meta = {"rho": rho(sym.size, h, w), "channels": self.c, "snr_db": snr,
+                "padded_shape": (h8 * self.stride, w8 * self.stride), "latent_power": power}
+        return Encoded(sym, pack_shape(h, w) + bytes([self.c]), meta)
+
+    def _tx_snr(self, ctx: dict | None) -> float:
         snr = (ctx or {}).get("snr_db")
-        snr = self._clip_snr(DEFAULT_SNR_DB if snr is None else float(snr), "ctx['snr_db']")
+        return self._clip_snr(DEFAULT_SNR_DB if snr is None else float(snr), "ctx['snr_db']")
+
+    def _encode_latent(self, img: np.ndarray, snr_db: float, channels: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) → the encoder's full latent (c_max, ceil(H/8), ceil(W/8)); sides that
+        are not multiples of the stride are reflect-padded. ``channels``: latent channels that
+        will be sent at each block (h8, w8)."""
+        h, w = img.shape[:2]
         h8, w8 = self._grid(h, w)
         pad = ((0, h8 * self.stride - h), (0, w8 * self.stride - w), (0, 0))
         if pad[0][1] or pad[1][1]:
             img = np.pad(img, pad, mode="reflect" if min(h, w) > 1 else "edge")
         x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
-        latent = self._enc.run({"image": x, **self._cond(snr, self.c)})["latent"][0, :self.c]
-        sym = (latent[0::2] + 1j * latent[1::2]).astype(np.complex64).ravel()
-        power = float(np.mean(np.abs(sym) ** 2))
-        scale = 1.0 / math.sqrt(power) if power > 0 else 1.0
-        sym *= np.float32(scale)
-        meta = {"rho": rho(sym.size, h, w), "channels": self.c, "snr_db": snr,
-                "padded_shape": (h8 * self.stride, w8 * self.stride), "latent_power": power}
-        return Encoded(sym, side, meta)
+        return self._enc.run({"image": x, **self._cond(snr_db, channels)})["latent"][0]
+
+    def _decode_latent(self, latent: np.ndarray, snr_db: float, channels: np.ndarray, h: int, w: int) -> np.ndarray:
+        """(c_max, h8, w8) latent, zeros where nothing was sent → uint8 (H, W, 3)."""
+        out = self._dec.run({"latent": latent[None].astype(np.float32), **self._cond(snr_db, channels)})["image"]
+        return np.clip(np.rint(out[0, :, :h, :w].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+    @staticmethod
+    def _clean(symbols, n: int, what: str) -> np.ndarray:
+        """Received symbols as complex64 of length ``n``: non-finite ones zeroed, missing ones
+        zero-filled (erasures), extra ones dropped, each with a logged warning."""
+        y = np.asarray(symbols).ravel().astype(np.complex64)
+        bad = ~np.isfinite(y)
+        if bad.any():
+            log.warning("%s: %d non-finite received symbols zeroed", what, int(bad.sum()))
+            y[bad] = 0
+        if y.size != n:
+            log.warning("%s: got %d symbols, expected %d; %s", what, y.size, n,
+                        "zero-filling the missing ones" if y.size < n else "dropping the extra ones")
+            y = np.concatenate([y[:n], np.zeros(max(0, n - y.size), np.complex64)])
+        return y
 
     def parse_side_info(self, side_info: bytes) -> tuple[int, int, int]:
         """Side information → (height, width, channels sent); ValueError when malformed."""
@@ -144,20 +173,19 @@ class JsccCodec(Codec):
         """Received symbols → uint8 (H, W, 3), decoded at the receiver's SNR estimate ``csi.snr_db``."""
         h, w, c = self.parse_side_info(side_info)
         snr = self._clip_snr(float(csi.snr_db), "csi.snr_db")
-        y = np.asarray(symbols).ravel().astype(np.complex64)
-        n = self._n_symbols(c, h, w)
-        bad = ~np.isfinite(y)
-        if bad.any():
-            log.warning("jscc: %d non-finite received symbols zeroed", int(bad.sum()))
-            y[bad] = 0
-        if y.size != n:
-            log.warning("jscc: got %d symbols, expected %d for %dx%d at c=%d; %s", y.size, n, h, w, c,
-                        "zero-filling the missing ones" if y.size < n else "dropping the extra ones")
-            y = np.concatenate([y[:n], np.zeros(max(0, n - y.size), np.complex64)])
+        y = self._clean(symbols, self._n_symbols(c, h, w), f"jscc {h}x{w} c={c}")
         h8, w8 = self._grid(h, w)
         planes = y.reshape(c // 2, h8, w8)
-        latent = np.zeros((1, self.c_max, h8, w8), np.float32)
-        latent[0, 0:c:2] = planes.real
-        latent[0, 1:c:2] = planes.imag
-        out = self._dec.run({"latent": latent, **self._cond(snr, c)})["image"][0, :, :h, :w]
-        return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        latent = np.zeros((self.c_max, h8, w8), np.float32)
+        latent[0:c:2] = planes.real
+        latent[1:c:2] = planes.imag
+        return self._decode_latent(latent, snr, np.full((h8, w8), c), h, w)
+
+
+def _unit_power(sym: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scale complex symbols to unit mean power; returns (complex64 symbols, power before)."""
+    sym = np.asarray(sym).astype(np.complex64)
+    power = float(np.mean(np.abs(sym) ** 2)) if sym.size else 0.0
+    if power > 0:
+        sym *= np.float32(1.0 / math.sqrt(power))
+    return sym, power

@@ -9,12 +9,13 @@ on two image sizes, registers both files with ``semcom.runtime.register_model``.
 
 Graph contract (also in the manifest entries):
 - ``jscc_enc``: ``image`` float32 [1, 3, H, W] in [0, 1] (H, W multiples of 8), ``snr_db``
-  float32 [1, 1] (transmitter CSI), ``rate`` float32 [1, 1] = c / 64 → ``latent`` float32
-  [1, 64, H/8, W/8], not yet power-normalised (the codec keeps the first c channels and
-  normalises them).
+  float32 [1, 1] (transmitter CSI), ``rate`` float32 [1, 1] = mean channels sent / 64,
+  ``alloc`` float32 [1, 1, H/8, W/8] = channels sent at each 8×8 block / 64 → ``latent``
+  float32 [1, 64, H/8, W/8], not yet power-normalised (the codec keeps the channels it
+  sends and normalises them).
 - ``jscc_dec``: ``latent`` float32 [1, 64, H/8, W/8] (received symbols at unit power,
-  zeros beyond the c sent channels), ``snr_db`` (the receiver's estimate), ``rate`` →
-  ``image`` float32 [1, 3, H, W] in [0, 1].
+  zeros where nothing was sent), ``snr_db`` (the receiver's estimate), ``rate``, ``alloc``
+  → ``image`` float32 [1, 3, H, W] in [0, 1].
 """
 from __future__ import annotations
 
@@ -49,13 +50,15 @@ def export_onnx(model: DeepJSCC, enc_path: str, dec_path: str) -> DeepJSCC:
     snr = torch.full((1, 1), 10.0)
     rate = torch.full((1, 1), 0.5)
     latent = torch.randn(1, C_MAX, 8, 12)
+    alloc = torch.full((1, 1, 8, 12), 0.5)
     with torch.no_grad():
-        torch.onnx.export(fused.encoder, (image, snr, rate), enc_path, dynamo=True, external_data=False,
-                          input_names=["image", "snr_db", "rate"], output_names=["latent"],
-                          dynamic_shapes=({2: STRIDE * h8, 3: STRIDE * w8}, None, None), verbose=False)
-        torch.onnx.export(fused.decoder, (latent, snr, rate), dec_path, dynamo=True, external_data=False,
-                          input_names=["latent", "snr_db", "rate"], output_names=["image"],
-                          dynamic_shapes=({2: h8, 3: w8}, None, None), verbose=False)
+        torch.onnx.export(fused.encoder, (image, snr, rate, alloc), enc_path, dynamo=True, external_data=False,
+                          input_names=["image", "snr_db", "rate", "alloc"], output_names=["latent"],
+                          dynamic_shapes=({2: STRIDE * h8, 3: STRIDE * w8}, None, None, {2: h8, 3: w8}),
+                          verbose=False)
+        torch.onnx.export(fused.decoder, (latent, snr, rate, alloc), dec_path, dynamo=True, external_data=False,
+                          input_names=["latent", "snr_db", "rate", "alloc"], output_names=["image"],
+                          dynamic_shapes=({2: h8, 3: w8}, None, None, {2: h8, 3: w8}), verbose=False)
     return fused
 
 
@@ -77,14 +80,18 @@ def check_ort(model: DeepJSCC, enc_path: str, dec_path: str, sizes=((64, 96), (1
     for (h, w), c, snr in zip(sizes, CHANNELS, (-3.0, 17.0)):
         image = torch.rand(1, 3, h, w, generator=g)
         s = torch.full((1, 1), snr)
-        r = torch.full((1, 1), c / C_MAX)
+        # a non-uniform allocation: c channels on the left half, c/2 on the right
+        a = torch.full((1, 1, h // STRIDE, w // STRIDE), c / C_MAX)
+        a[..., w // STRIDE // 2:] /= 2
+        r = a.mean(dim=(2, 3))[:, 0:1]
         latent = torch.randn(1, C_MAX, h // STRIDE, w // STRIDE, generator=g)
         latent[:, c:] = 0
         with torch.no_grad():
-            z_t = model.encoder(image, s, r).numpy()
-            x_t = model.decoder(latent, s, r).numpy()
-        z_o = enc.run(None, {"image": image.numpy(), "snr_db": s.numpy(), "rate": r.numpy()})[0]
-        x_o = dec.run(None, {"latent": latent.numpy(), "snr_db": s.numpy(), "rate": r.numpy()})[0]
+            z_t = model.encoder(image, s, r, a).numpy()
+            x_t = model.decoder(latent, s, r, a).numpy()
+        feeds = {"snr_db": s.numpy(), "rate": r.numpy(), "alloc": a.numpy()}
+        z_o = enc.run(None, {"image": image.numpy(), **feeds})[0]
+        x_o = dec.run(None, {"latent": latent.numpy(), **feeds})[0]
         worst = max(worst, float(np.abs(z_o - z_t).max()), float(np.abs(x_o - x_t).max()))
     return worst
 
@@ -97,7 +104,8 @@ def manifest_entries(enc_file: str, dec_file: str, training: dict) -> tuple[dict
         "channels": list(CHANNELS),
         "rates": [f"1/{round(1 / rho_of(c))}" for c in CHANNELS],
         "rho": [rho_of(c) for c in CHANNELS],
-        "rate_input": "c / c_max",
+        "rate_input": "mean channels sent / c_max",
+        "alloc_input": "channels sent at each 8x8 block / c_max (uniform for the plain codec)",
         "snr_db_range": [-5.0, 20.0],
         "snr_scale": SNR_SCALE,
         "symbols": "complex symbol k at (y, x) = latent[2k, y, x] + 1j*latent[2k+1, y, x], "
@@ -114,7 +122,8 @@ def manifest_entries(enc_file: str, dec_file: str, training: dict) -> tuple[dict
         "name": ENC_NAME, "file": enc_file, "task": "image-jscc-encoder",
         "inputs": [{"name": "image", "shape": [1, 3, "H", "W"], "dtype": f32},
                    {"name": "snr_db", "shape": [1, 1], "dtype": f32},
-                   {"name": "rate", "shape": [1, 1], "dtype": f32}],
+                   {"name": "rate", "shape": [1, 1], "dtype": f32},
+                   {"name": "alloc", "shape": [1, 1, "H/8", "W/8"], "dtype": f32}],
         "outputs": [{"name": "latent", "shape": [1, C_MAX, "H/8", "W/8"], "dtype": f32}],
         "channel_uses": uses, "training": training, "extra": extra,
     }
@@ -122,7 +131,8 @@ def manifest_entries(enc_file: str, dec_file: str, training: dict) -> tuple[dict
         "name": DEC_NAME, "file": dec_file, "task": "image-jscc-decoder",
         "inputs": [{"name": "latent", "shape": [1, C_MAX, "H/8", "W/8"], "dtype": f32},
                    {"name": "snr_db", "shape": [1, 1], "dtype": f32},
-                   {"name": "rate", "shape": [1, 1], "dtype": f32}],
+                   {"name": "rate", "shape": [1, 1], "dtype": f32},
+                   {"name": "alloc", "shape": [1, 1, "H/8", "W/8"], "dtype": f32}],
         "outputs": [{"name": "image", "shape": [1, 3, "H", "W"], "dtype": f32}],
         "channel_uses": uses, "training": training, "extra": extra,
     }
@@ -147,7 +157,9 @@ def main(argv=None):
                     f"python -m semcom.train.export_jscc"),
         "notes": (f"{ck['step']} steps in {ck.get('elapsed_s', 0) / 60:.0f} min of CPU wall time; "
                   "MSE loss, SNR uniform in [-5, 20] dB, c uniform in {16, 32, 64}, decoder SNR input with "
-                  f"±{targs['snr_jitter']} dB error; see docs/jscc.md"),
+                  f"±{targs['snr_jitter']} dB error; share {targs.get('importance_frac', 0)} of samples with "
+                  "random importance allocations and importance-weighted MSE"
+                  + (f"; initialised from {targs['init']}" if targs.get("init") else "") + "; see docs/jscc.md"),
     }
     os.makedirs(args.models, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

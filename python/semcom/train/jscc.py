@@ -4,10 +4,17 @@
         --data ../shared/data/train --val ../shared/data/val --work out/jscc
 
 Random crops (with random flips, from each photo at full and half size) of the training
-photos; per sample a channel count c ∈ {16, 32, 64} (ρ = 1/24, 1/12, 1/6) and a channel
-SNR uniform in [-5, 20] dB. The encoder sees the true SNR (the transmitter's CSI); the
-decoder sees it with a uniform ±``--snr-jitter`` dB error, as a receiver's estimate would
-be. Loss: MSE. Adam with a cosine learning-rate decay over ``--steps``.
+photos; per sample a channel SNR uniform in [-5, 20] dB and either a uniform channel count
+c ∈ {16, 32, 64} (ρ = 1/24, 1/12, 1/6) or, with probability ``--importance-frac``, an
+importance allocation: a random critical region (1–3 ellipses covering about 5–50 % of the
+crop), an importance weight uniform in [1.5, 6] and a budget of 4–24 symbol planes per
+block on average, turned into planes per block by the codec's own
+``semcom.codecs.importance.allocate_planes``. The encoder sees the true SNR (the
+transmitter's CSI); the decoder sees it with a uniform ±``--snr-jitter`` dB error, as a
+receiver's estimate would be. Loss: importance-weighted MSE (weight w inside the critical
+region, 1 outside, normalised by the mean weight; plain MSE for uniform samples). Adam with
+a cosine learning-rate decay over ``--steps``. ``--init CKPT`` starts from the weights of
+another checkpoint (layers it lacks keep their initialisation) with a fresh optimiser.
 
 Every ``--val-every`` steps the PSNR on the validation photos is logged for every rate at
 0, 10 and 20 dB (fixed noise seed), and a checkpoint ``<work>/ckpt.pt`` is written; a
@@ -27,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from ..codecs.importance import allocate_planes, block_levels
 from .jscc_model import CHANNELS, C_MAX, STRIDE, DeepJSCC, rho_of
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -78,6 +86,28 @@ class CropSampler:
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def random_region(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random critical region on a size×size crop: the union of 1–3 ellipses (bool)."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    mask = np.zeros((size, size), bool)
+    for _ in range(rng.integers(1, 4)):
+        cy, cx = rng.uniform(0, size, 2)
+        ry, rx = rng.uniform(0.08, 0.35, 2) * size
+        mask |= ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1
+    return mask
+
+
+def importance_sample(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(alloc map (size/8, size/8) = channels per block / C_MAX, pixel loss weights (size, size))."""
+    mask = random_region(size, rng)
+    lv = block_levels(mask, STRIDE, 2)
+    weight = float(rng.uniform(1.5, 6.0))
+    n = lv.size
+    budget = int(round(rng.uniform(4, 24) * n))
+    planes = allocate_planes(lv, weight, budget, C_MAX // 2, 2)
+    return (2 * planes / C_MAX).astype(np.float32), np.where(mask, weight, 1.0).astype(np.float32)
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 → (1, 3, H, W) float32 in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
@@ -114,6 +144,22 @@ def validate(model: DeepJSCC, val: list[tuple[str, np.ndarray]], snrs=VAL_SNRS, 
                 y = model(pad_to_stride(x), s, s, torch.tensor([c]))
                 vals.append(psnr(y[:, :, :x.shape[2], :x.shape[3]], x))
             res[(c, snr)] = float(np.mean(vals))
+    for weight in (1.0, 4.0):  # a centred ellipse as critical region, 16 planes per block on average, 5 dB
+        vin, vout = [], []
+        for _, img in val:
+            x = pad_to_stride(to_tensor(img))
+            hh, ww = x.shape[2:]
+            y, xx = np.mgrid[0:hh, 0:ww] + 0.5
+            mask = ((y - hh / 2) / (hh / 4)) ** 2 + ((xx - ww / 2) / (ww / 4)) ** 2 <= 1
+            lv = block_levels(mask, STRIDE, 2)
+            planes = allocate_planes(lv, weight, 16 * lv.size, C_MAX // 2, 2)
+            alloc = torch.from_numpy((2 * planes / C_MAX).astype(np.float32))[None, None]
+            s = torch.full((1, 1), 5.0)
+            out = model(x, s, s, alloc=alloc)
+            m = torch.from_numpy(mask)
+            vin.append(psnr(out[..., m], x[..., m]))
+            vout.append(psnr(out[..., ~m], x[..., ~m]))
+        res[("in", weight)], res[("bg", weight)] = float(np.mean(vin)), float(np.mean(vout))
     torch.set_rng_state(gen_state)
     model.train()
     return res
@@ -121,7 +167,8 @@ def validate(model: DeepJSCC, val: list[tuple[str, np.ndarray]], snrs=VAL_SNRS, 
 
 def format_val(res: dict) -> str:
     """One log line of ``validate`` results."""
-    return "  ".join(f"ρ=1/{round(1 / rho_of(c))}@{snr:g}dB {v:.2f}" for (c, snr), v in res.items())
+    return "  ".join(f"ρ=1/{round(1 / rho_of(c))}@{snr:g}dB {v:.2f}" if isinstance(c, int)
+                     else f"{c}@w{snr:g},5dB {v:.2f}" for (c, snr), v in res.items())
 
 
 def main(argv=None):
@@ -137,6 +184,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--snr-jitter", type=float, default=0.5, help="± dB error on the decoder's SNR input")
     ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--importance-frac", type=float, default=0.5,
+                    help="share of samples with an importance allocation (the rest uniform c)")
+    ap.add_argument("--init", default="", help="start from this checkpoint's weights (fresh optimiser)")
     args = ap.parse_args(argv)
     if args.crop % STRIDE:
         ap.error(f"--crop must be a multiple of {STRIDE}")
@@ -162,6 +212,9 @@ def main(argv=None):
         return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
     step, elapsed = 0, 0.0
+    if args.init and not os.path.exists(ckpt_path):
+        missing, unexpected = model.load_state_dict(torch.load(args.init, weights_only=False)["model"], strict=False)
+        print(f"initialised from {args.init}; new layers: {len(missing)} tensors, dropped: {len(unexpected)}")
     if os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -195,7 +248,14 @@ def main(argv=None):
         snr_tx = torch.empty(args.batch, 1).uniform_(*SNR_RANGE)
         snr_rx = snr_tx + torch.empty_like(snr_tx).uniform_(-args.snr_jitter, args.snr_jitter)
         c = choices[torch.randint(len(CHANNELS), (args.batch,))]
-        loss = F.mse_loss(model(x, snr_tx, snr_rx, c), x)
+        h8 = args.crop // STRIDE
+        alloc = (c.float() / C_MAX)[:, None, None, None].repeat(1, 1, h8, h8)
+        wmap = torch.ones(args.batch, 1, args.crop, args.crop)
+        for i in np.flatnonzero(rng.random(args.batch) < args.importance_frac):
+            a, wpix = importance_sample(args.crop, rng)
+            alloc[i, 0], wmap[i, 0] = torch.from_numpy(a), torch.from_numpy(wpix)
+        err = (model(x, snr_tx, snr_rx, alloc=alloc) - x) ** 2
+        loss = (err * wmap).mean() / wmap.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -10,6 +10,12 @@ SNR (and rate) conditioning uses attention-feature (AF) modules in the style of 
 (Xu et al., 2021): global average pooling of a feature map, concatenated with the SNR and
 the rate, goes through a small MLP and a sigmoid that rescales every channel. The encoder is
 fed the transmitter's CSI SNR, the decoder the SNR the receiver estimated.
+
+Spatial allocation (importance-aware coding, MLLM-SC): the number of channels sent may
+differ per 8×8 block. Both halves get the allocation map ``alloc`` (B, 1, H/8, W/8) =
+channels sent at each block / C_MAX, and spatial modulation (SM) modules at 1/8 resolution
+turn it into a per-position scale and shift of the features (FiLM; zero-initialised, so a
+model trained without them starts unchanged). A uniform map is the plain codec.
 """
 from __future__ import annotations
 
@@ -43,6 +49,22 @@ class AF(nn.Module):
         """``x`` (B, C, H, W); ``cond`` (B, 2) = [snr_db / SNR_SCALE, rate]."""
         ctx = torch.cat([x.mean(dim=(2, 3)), cond], dim=1)
         return x * self.mlp(ctx)[:, :, None, None]
+
+
+class SM(nn.Module):
+    """Spatial modulation: per-position FiLM of features from the allocation map."""
+
+    def __init__(self, ch: int, hidden: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), nn.LeakyReLU(0.1),
+                                 nn.Conv2d(hidden, 2 * ch, 3, padding=1))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, x, alloc):
+        """``x`` (B, C, h, w); ``alloc`` (B, 1, h, w) = channels sent / C_MAX per block."""
+        g, b = self.net(alloc).chunk(2, dim=1)
+        return x * (1.0 + g) + b
 
 
 class RepConv(nn.Module):
@@ -121,7 +143,8 @@ def _cond(snr_db, rate):
 
 
 class Encoder(nn.Module):
-    """image (B,3,H,W) in [0,1], snr_db (B,1), rate (B,1) = c/C_MAX → latent (B,C_MAX,H/8,W/8)."""
+    """image (B,3,H,W) in [0,1], snr_db (B,1), rate (B,1) = mean channels sent / C_MAX,
+    alloc (B,1,H/8,W/8) = channels sent per block / C_MAX → latent (B,C_MAX,H/8,W/8)."""
 
     def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX):
         super().__init__()
@@ -134,18 +157,20 @@ class Encoder(nn.Module):
         self.af3 = AF(w3)
         self.res2 = ResBlock(w3)
         self.af4 = AF(w3)
+        self.sm3 = SM(w3)
+        self.sm4 = SM(w3)
         self.out = RepConv(w3, c_max)
 
-    def forward(self, image, snr_db, rate):
+    def forward(self, image, snr_db, rate, alloc):
         cond = _cond(snr_db, rate)
         x = self.af2(self.d2(self.d1(image * 2.0 - 1.0)), cond)
-        x = self.af3(self.res1(self.d3(x)), cond)
-        x = self.af4(self.res2(x), cond)
+        x = self.sm3(self.af3(self.res1(self.d3(x)), cond), alloc)
+        x = self.sm4(self.af4(self.res2(x), cond), alloc)
         return self.out(x)
 
 
 class Decoder(nn.Module):
-    """noisy latent (B,C_MAX,h,w) zero beyond the sent channels, snr_db, rate → image in [0,1]."""
+    """noisy latent (B,C_MAX,h,w) zero beyond the sent channels, snr_db, rate, alloc → image in [0,1]."""
 
     def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX):
         super().__init__()
@@ -156,24 +181,26 @@ class Decoder(nn.Module):
         self.af2 = AF(w3)
         self.res2 = ResBlock(w3)
         self.af3 = AF(w3)
+        self.sm1 = SM(w3)
+        self.sm2 = SM(w3)
         self.u1 = Up(w3, w2)
         self.af4 = AF(w2)
         self.u2 = Up(w2, w1)
         self.u3 = Up(w1, 3, act=nn.Sigmoid())
 
-    def forward(self, latent, snr_db, rate):
+    def forward(self, latent, snr_db, rate, alloc):
         cond = _cond(snr_db, rate)
-        x = self.af1(self.inp(latent), cond)
-        x = self.af2(self.res1(x), cond)
+        x = self.sm1(self.af1(self.inp(latent), cond), alloc)
+        x = self.sm2(self.af2(self.res1(x), cond), alloc)
         x = self.af3(self.res2(x), cond)
         x = self.af4(self.u1(x), cond)
         return self.u3(self.u2(x))
 
 
-def channel_mask(c: torch.Tensor, c_max: int = C_MAX) -> torch.Tensor:
-    """(B,) channel counts → (B, C_MAX, 1, 1) float mask of the sent channels."""
-    idx = torch.arange(c_max, device=c.device)
-    return (idx[None, :] < c[:, None]).float()[:, :, None, None]
+def alloc_mask(alloc: torch.Tensor, c_max: int = C_MAX) -> torch.Tensor:
+    """(B, 1, h, w) allocation map (channels sent / C_MAX) → (B, C_MAX, h, w) mask of sent channels."""
+    idx = torch.arange(c_max, device=alloc.device, dtype=alloc.dtype)[None, :, None, None]
+    return (idx < torch.round(alloc * c_max)).float()
 
 
 def power_normalize(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -183,7 +210,7 @@ def power_normalize(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     real value. Channels outside ``mask`` come out zero.
     """
     zm = z * mask
-    n = mask.sum(dim=(1, 2, 3), keepdim=True) * z.shape[2] * z.shape[3]
+    n = mask.expand_as(z).sum(dim=(1, 2, 3), keepdim=True)
     p = zm.pow(2).sum(dim=(1, 2, 3), keepdim=True) / n
     return zm / torch.sqrt(2.0 * p + 1e-12)
 
@@ -203,11 +230,15 @@ class DeepJSCC(nn.Module):
         self.encoder = Encoder(widths, c_max)
         self.decoder = Decoder(widths, c_max)
 
-    def forward(self, image, snr_tx, snr_rx, c):
+    def forward(self, image, snr_tx, snr_rx, c=None, alloc=None):
         """``snr_tx``/``snr_rx`` (B,1) dB: channel SNR seen by the encoder / told to the decoder;
-        ``c`` (B,) channel counts. The channel itself runs at ``snr_tx``."""
-        rate = (c.float() / self.c_max)[:, None]
-        mask = channel_mask(c, self.c_max)
-        z = power_normalize(self.encoder(image, snr_tx, rate), mask)
+        ``c`` (B,) channel counts (uniform) or ``alloc`` (B,1,H/8,W/8) channels per block /
+        C_MAX. The channel itself runs at ``snr_tx``."""
+        if alloc is None:
+            h8, w8 = image.shape[2] // STRIDE, image.shape[3] // STRIDE
+            alloc = (c.float() / self.c_max)[:, None, None, None].expand(-1, 1, h8, w8)
+        rate = alloc.mean(dim=(1, 2, 3))[:, None]
+        mask = alloc_mask(alloc, self.c_max)
+        z = power_normalize(self.encoder(image, snr_tx, rate, alloc), mask)
         y = awgn(z, snr_tx, mask)
-        return self.decoder(y, snr_rx, rate)
+        return self.decoder(y, snr_rx, rate, alloc)

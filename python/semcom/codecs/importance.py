@@ -1,0 +1,233 @@
+"""Importance-aware dual-path deep JSCC (MLLM-SC): more channel uses where the question looks.
+
+The deep JSCC's latent is *ordered*: at each 8×8 block the first latent channels carry the
+coarse content and later ones the detail (``docs/jscc.md``). This codec sends a different
+number of symbol planes (1 plane = 2 latent channels = 1 complex symbol) at each block:
+
+* **High-fidelity path** — blocks of the critical region get ``weight`` times the planes of
+* **lightweight path** — background blocks, under **one fixed channel-use budget**
+  ``round(ρ·3·H·W)`` that also pays for the importance map sent as side information.
+
+Allocation (``allocate_planes``, run identically by TX and RX): importance levels
+ℓ(b) ∈ {0 … L−1} per block (L = ``levels``; 2 = critical/background) get relative shares
+a(ℓ) = 1 + (weight − 1)·ℓ/(L − 1); planes n(b) = a(ℓ(b))·n₀ with n₀ set so that Σ n(b)
+equals the payload budget, water-filled so no block exceeds the model's ``c_max/2`` planes
+(what a capped block cannot take goes to the others) and at least one plane per block;
+then rounded to integers by largest remainder (ties in raster order) so the sum is exact.
+The block levels come from the guidance heatmap averaged over each 8×8 block
+(``block_levels``): level = ⌊mean heat · L⌋ clipped to L−1, so with L = 2 a block is critical
+when at least half its heat is on.
+
+Symbol layout: plane k of every block that has more than k planes, blocks in raster
+order, plane by plane (k = 0, 1, …). Unit mean power over the sent symbols.
+
+Side information: image size (4 bytes), payload symbols (4), weight·100 (2), levels (1),
+then the block levels, 2 bits each, packed and zlib-compressed when that is shorter (1 flag
+byte). Its channel cost is counted as ``side_coded_len`` complex channel uses (the header's
+RM-coded bits at one bit per channel use, one copy) and taken from the payload budget, so
+every weight (1:1 included) spends exactly the same channel uses.
+
+``ctx`` for ``encode``: ``snr_db`` (TX CSI), ``importance`` (H×W heatmap in [0, 1] or a
+boolean mask; absent → uniform), ``weight`` (≥ 1; 1 = uniform). Bad input raises
+ValueError; a damaged payload is zero-filled like the plain JSCC.
+"""
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+
+import numpy as np
+
+from ..phy.header import MAX_SIDE_LEN, side_coded_len
+from .base import Csi, Encoded, as_rgb_uint8, pack_shape, rho, unpack_shape
+from .jscc import JsccCodec, _as_ratio, _unit_power
+
+__all__ = ["ImportanceJsccCodec", "allocate_planes", "block_levels", "side_cost"]
+
+_FIXED = struct.Struct(">HHIHBB")  # h, w, payload symbols, weight·100, levels, flags
+FLAG_ZLIB = 1
+MAX_WEIGHT = 16.0
+
+
+def block_levels(heat: np.ndarray, stride: int, levels: int) -> np.ndarray:
+    """(H, W) heat in [0, 1] (or bool) → int8 levels (ceil(H/s), ceil(W/s)), mean per block."""
+    heat = np.asarray(heat, np.float32)
+    if heat.ndim != 2 or heat.size == 0:
+        raise ValueError(f"importance map must be a non-empty 2-D array, got shape {heat.shape}")
+    if not np.all(np.isfinite(heat)):
+        raise ValueError("importance map has non-finite values")
+    h, w = heat.shape
+    hb, wb = -(-h // stride), -(-w // stride)
+    pad = np.pad(np.clip(heat, 0, 1), ((0, hb * stride - h), (0, wb * stride - w)), mode="edge")
+    mean = pad.reshape(hb, stride, wb, stride).mean(axis=(1, 3))
+    return np.clip(np.floor(mean * levels), 0, levels - 1).astype(np.int8)
+
+
+def allocate_planes(lv: np.ndarray, weight: float, budget: int, max_planes: int, levels: int = 2) -> np.ndarray:
+    """Block levels → symbol planes per block (int, same shape), summing exactly to ``budget``."""
+    lv = np.asarray(lv)
+    n = lv.size
+    if not (n <= budget <= n * max_planes):
+        raise ValueError(f"payload budget {budget} symbols must lie in [{n}, {n * max_planes}] "
+                         f"for {n} blocks (1…{max_planes} planes each)")
+    share = 1.0 + (float(weight) - 1.0) * lv.astype(np.float64).ravel() / max(1, levels - 1)
+    alloc = np.zeros(n)
+    free = np.ones(n, bool)
+    left = float(budget)
+    for _ in range(n + 1):  # water-filling between 1 and max_planes planes per block
+        alloc[free] = share[free] * left / share[free].sum()
+        over, under = free & (alloc > max_planes), free & (alloc < 1)
+        if not over.any() and not under.any():
+            break
+        fix = over if over.any() else under
+        alloc[fix] = np.where(over[fix], max_planes, 1)
+        free &= ~fix
+        left = budget - alloc[~free].sum()
+        if not free.any():
+            break
+    planes = np.floor(alloc + 1e-9).astype(np.int64)
+    rest = budget - int(planes.sum())
+    if rest > 0:  # largest remainder; stable sort keeps raster order among ties
+        frac = np.where(planes < max_planes, alloc - planes, -1.0)
+        planes[np.argsort(-frac, kind="stable")[:rest]] += 1
+    return planes.reshape(lv.shape)
+
+
+def _pack_levels(lv: np.ndarray) -> tuple[int, bytes]:
+    raw = np.packbits(np.unpackbits(lv.astype(np.uint8).ravel()[:, None], axis=1)[:, -2:].ravel()).tobytes()
+    packed = zlib.compress(raw, 9)
+    return (FLAG_ZLIB, packed) if len(packed) < len(raw) else (0, raw)
+
+
+def _unpack_levels(flags: int, data: bytes, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        raw = zlib.decompress(data) if flags & FLAG_ZLIB else data
+    except zlib.error as e:
+        raise ValueError(f"importance map in the side information does not decompress: {e}") from None
+    n = shape[0] * shape[1]
+    bits = np.unpackbits(np.frombuffer(raw, np.uint8))
+    if bits.size < 2 * n:
+        raise ValueError(f"importance map has {bits.size // 2} blocks, the image needs {n}")
+    pairs = bits[: 2 * n].reshape(n, 2)
+    return (pairs[:, 0] * 2 + pairs[:, 1]).astype(np.int8).reshape(shape)
+
+
+def side_cost(side_len: int) -> int:
+    """Complex channel uses charged for ``side_len`` bytes of side information."""
+    return side_coded_len(side_len)
+
+
+class ImportanceJsccCodec(JsccCodec):
+    """Importance-aware deep JSCC; ``rate`` is the total budget ρ (side information included).
+
+    Any ρ from 1/192 (one plane per block) up to 1/6 (every plane) works, e.g. "1/12".
+    ``levels`` (2…4) importance levels per 8×8 block; ``weight`` is the default importance
+    weight when ``ctx`` gives none.
+    """
+
+    codec_id = 3
+    name = "importance_jscc"
+
+    def __init__(self, rate=1 / 12, levels=2, weight=1.0, models_dir=None, providers=None, threads=None):
+        want = _as_ratio(rate)
+        super().__init__(rate=1 / 12, models_dir=models_dir, providers=providers, threads=threads)
+        lo, hi = 2.0 / (6.0 * self.stride ** 2), self.c_max / (6.0 * self.stride ** 2)
+        if not (math.isfinite(want) and lo <= want <= hi):
+            raise ValueError(f"rate {rate!r} outside what the model can send: 1/{round(1 / lo)}…1/{round(1 / hi)}")
+        if int(levels) != levels or not 2 <= int(levels) <= 4:
+            raise ValueError(f"levels must be 2, 3 or 4, got {levels!r}")
+        self.rate, self.levels = want, int(levels)
+        self.weight = self._check_weight(weight)
+        self.max_planes = self.c_max // 2
+
+    @staticmethod
+    def _check_weight(weight) -> float:
+        w = float(weight)
+        if not (math.isfinite(w) and 1.0 <= w <= MAX_WEIGHT):
+            raise ValueError(f"importance weight must be in [1, {MAX_WEIGHT:g}], got {weight!r}")
+        return round(w * 100) / 100
+
+    def channel_uses(self, height: int, width: int) -> int:
+        """Total channel uses (payload + side information): round(ρ·3·H·W)."""
+        if height < 1 or width < 1:
+            raise ValueError(f"image size {height}x{width} must be positive")
+        return int(round(self.rate * 3 * height * width))
+
+    def plan(self, height: int, width: int, importance=None, weight=None) -> dict:
+        """The allocation for an image: block levels, planes per block, side information."""
+        w = self.weight if weight is None else self._check_weight(weight)
+        grid = self._grid(height, width)
+        if importance is None:
+            lv = np.zeros(grid, np.int8)
+        else:
+            imp = np.asarray(importance)
+            if imp.shape != (height, width):
+                raise ValueError(f"importance map of shape {imp.shape} does not match the image {height}x{width}")
+            lv = block_levels(imp, self.stride, self.levels)
+        if w == 1.0 or lv.min() == lv.max():
+            lv = np.zeros(grid, np.int8)  # uniform: no map to send
+        flags, packed = _pack_levels(lv) if lv.any() else (0, b"")
+        head = _FIXED.size + len(packed)
+        if head > MAX_SIDE_LEN:
+            raise ValueError(f"image {height}x{width} needs {head} bytes of side information (> {MAX_SIDE_LEN})")
+        budget = self.channel_uses(height, width) - side_cost(head)
+        planes = allocate_planes(lv, w, budget, self.max_planes, self.levels)
+        side = _FIXED.pack(height, width, budget, int(round(w * 100)), self.levels, flags) + packed
+        return {"levels": lv, "planes": planes, "budget": budget, "weight": w, "side_info": side}
+
+    def parse_side_info(self, side_info: bytes) -> tuple[int, int, np.ndarray, float, int]:
+        """Side information → (height, width, planes per block, weight, payload symbols)."""
+        side_info = bytes(side_info)
+        if len(side_info) < _FIXED.size:
+            raise ValueError(f"importance-JSCC side information needs ≥ {_FIXED.size} bytes, got {len(side_info)}")
+        h, w, budget, w100, levels, flags = _FIXED.unpack_from(side_info)
+        if h < 1 or w < 1:
+            raise ValueError(f"side information carries an empty image size {h}x{w}")
+        if not 2 <= levels <= 4:
+            raise ValueError(f"side information names {levels} importance levels (2…4)")
+        weight = self._check_weight(w100 / 100)
+        grid = self._grid(h, w)
+        body = side_info[_FIXED.size:]
+        lv = _unpack_levels(flags, body, grid) if body else np.zeros(grid, np.int8)
+        if lv.max(initial=0) >= levels:
+            raise ValueError("importance map level outside the declared levels")
+        return h, w, allocate_planes(lv, weight, budget, self.max_planes, levels), weight, budget
+
+    def encode(self, image, ctx: dict | None = None) -> Encoded:
+        img = as_rgb_uint8(image)
+        h, w = img.shape[:2]
+        ctx = ctx or {}
+        snr = self._tx_snr(ctx)
+        p = self.plan(h, w, ctx.get("importance"), ctx.get("weight"))
+        planes = p["planes"]
+        latent = self._encode_latent(img, snr, 2 * planes)
+        sym, power = _unit_power(np.concatenate(
+            [(latent[2 * k] + 1j * latent[2 * k + 1])[planes > k] for k in range(int(planes.max()))]))
+        meta = {"rho": rho(self.channel_uses(h, w), h, w), "payload_symbols": int(sym.size), "snr_db": snr,
+                "weight": p["weight"], "levels": p["levels"], "planes": planes,
+                "side_cost": self.channel_uses(h, w) - p["budget"], "latent_power": power}
+        return Encoded(sym, p["side_info"], meta)
+
+    def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray:
+        h, w, planes, _, budget = self.parse_side_info(side_info)
+        snr = self._clip_snr(float(csi.snr_db), "csi.snr_db")
+        y = self._clean(symbols, budget, f"importance_jscc {h}x{w}")
+        latent = np.zeros((self.c_max,) + planes.shape, np.float32)
+        pos = 0
+        for k in range(int(planes.max())):
+            sel = planes > k
+            m = int(sel.sum())
+            latent[2 * k][sel] = y[pos:pos + m].real
+            latent[2 * k + 1][sel] = y[pos:pos + m].imag
+            pos += m
+        return self._decode_latent(latent, snr, 2 * planes, h, w)
+
+    def levels_map(self, side_info: bytes) -> np.ndarray:
+        """The block importance levels a frame carries, upsampled to the image (uint8 (H, W))."""
+        side_info = bytes(side_info)
+        h, w, *_ = self.parse_side_info(side_info)
+        flags = _FIXED.unpack_from(side_info)[5]
+        body = side_info[_FIXED.size:]
+        lv = _unpack_levels(flags, body, self._grid(h, w)) if body else np.zeros(self._grid(h, w), np.int8)
+        return np.kron(lv, np.ones((self.stride, self.stride), np.int8))[:h, :w].astype(np.uint8)
