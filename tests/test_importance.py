@@ -154,3 +154,12 @@ def test_make_guidance_and_fallbacks(astronaut, caplog):
     g = make_guidance(astronaut, "boom", 10.0, 1 / 12, _Box())
     assert g.weight == 1.0 and "backend down" in g.fallback
     assert "uniform allocation" in caplog.text
+
+
+def test_map_that_does_not_fit_falls_back_to_uniform(codec, caplog):
+    img = np.zeros((64, 64, 3), np.uint8)
+    enc = codec.encode(img, {"importance": _box(64, 64, 0, 32, 0, 32), "weight": 4})
+    assert len(enc.side_info) == 12 and "does not fit" in caplog.text
+    assert enc.symbols.size + side_cost(12) == codec.channel_uses(64, 64)
+    with pytest.raises(ValueError, match="too small"):
+        codec.encode(img[:32, :32])

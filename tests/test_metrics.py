@@ -42,6 +42,19 @@ def test_psnr_values():
     assert psnr(a, a + 1) == psnr(a + 1, a)
 
 
+def test_region_psnr():
+    a = np.zeros((8, 8, 3), np.uint8)
+    b = a.copy()
+    b[:4] = 10  # error only in the top half
+    top = np.zeros((8, 8), bool)
+    top[:4] = True
+    assert psnr(a, b, mask=top) == pytest.approx(20 * np.log10(255 / 10))
+    assert psnr(a, b, mask=~top) == float("inf")
+    assert np.isnan(psnr(a, b, mask=np.zeros((8, 8), bool)))
+    with pytest.raises(ValueError):
+        psnr(a, b, mask=top.astype(np.uint8))
+
+
 @pytest.mark.parametrize("fn", [psnr, ssim, ms_ssim])
 def test_shape_and_type_errors(fn):
     a = np.zeros((32, 32, 3), np.uint8)

@@ -25,16 +25,17 @@ _POINT = ("codec", "rho", "channel", "snr_db")
 _FLOATS = ("rho", "rho_actual", "snr_db", "snr_est_db", "tx_snr_db", "psnr", "ssim", "ms_ssim", "effnet_dist")
 
 
-def write_rows(rows, path: str, append: bool = False) -> None:
-    """Write rows (dicts) with ``ROW_FIELDS`` to a CSV (header written when the file is new)."""
+def write_rows(rows, path: str, append: bool = False, fields=ROW_FIELDS) -> None:
+    """Write rows (dicts) with ``fields`` (default ``ROW_FIELDS``) to a CSV (header written
+    when the file is new)."""
     new = not (append and os.path.exists(path))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w" if new else "a", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        wr = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         if new:
             wr.writeheader()
         for r in rows:
-            wr.writerow({k: _fmt(r.get(k, "")) for k in ROW_FIELDS})
+            wr.writerow({k: _fmt(r.get(k, "")) for k in fields})
 
 
 def _fmt(v):

@@ -57,7 +57,7 @@ class semantic_guidance(gr.basic_block):
         self.message_port_register_in(pmt.intern("question"))
         self.message_port_register_in(pmt.intern("csi"))
         self.message_port_register_out(pmt.intern("out"))
-        self.set_msg_handler(pmt.intern("in"), lambda msg: self._q.put(msg))
+        self.set_msg_handler(pmt.intern("in"), self._on_image)
         self.set_msg_handler(pmt.intern("question"), self._on_question)
         self.set_msg_handler(pmt.intern("csi"), self._on_csi)
 
@@ -71,6 +71,9 @@ class semantic_guidance(gr.basic_block):
         if self._thread is not None:
             self._thread.join(timeout=5.0)
         return True
+
+    def _on_image(self, msg):
+        self._q.put(msg)  # the worker thread does the guidance
 
     def _on_question(self, msg):
         if pmt.is_symbol(msg):

@@ -26,7 +26,8 @@ from .. import codecs as _codecs
 from ..images import load_images
 from .link import random_features, threaded_source
 
-__all__ = ["image_source", "semantic_encoder", "semantic_decoder", "image_sink", "image_pdu", "pdu_image", "score"]
+__all__ = ["image_source", "semantic_encoder", "semantic_decoder", "image_sink", "image_pdu", "pdu_image", "score",
+           "overlay"]
 
 SOUNDING_CODEC_ID = 0
 
@@ -323,12 +324,20 @@ def score(ref: np.ndarray, shown: np.ndarray) -> dict:
     return out
 
 
+def overlay(image: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The image with its importance levels tinted red (level 0 untouched), for display."""
+    top = max(int(levels.max()), 1)
+    alpha = (0.45 * levels.astype(np.float32) / top)[..., None]
+    return np.clip(image * (1 - alpha) + np.array([255.0, 0.0, 0.0]) * alpha, 0, 255).astype(np.uint8)
+
+
 class image_sink(gr.basic_block):
     """Decoded image PDUs → PNG files, per-image metrics and an ``ack`` for the source.
 
     ``reference``/``size``: the same image set as the source (scored by ``seq``, the
     image index mod 2^16). Metrics: ``score`` (PSNR, SSIM, MS-SSIM, EfficientNet-Lite0
-    feature distance). An empty
+    feature distance). A frame of the importance codec also gets ``<file>_mask.png``, the
+    received image with the importance map its header carried tinted red. An empty
     PDU (the receiver has nothing) is scored against a mid-grey image of the reference's
     size, which is what a display shows with no data. ``out_dir`` "" = no files; ``csv_path``
     appends one row per image; ``metrics=False`` skips the scoring (throughput runs).
@@ -374,6 +383,10 @@ class image_sink(gr.basic_block):
             stem = os.path.splitext(row["name"] or f"image{seq}")[0]
             row["file"] = os.path.join(self.out_dir, f"{stem}_{row['codec']}{self.label}_{seq}.png")
             Image.fromarray(image).save(row["file"])
+            levels = meta.get("importance_levels")
+            if levels is not None and len(levels) == image.shape[0] * image.shape[1]:
+                Image.fromarray(overlay(image, np.asarray(levels).reshape(image.shape[:2]))).save(
+                    row["file"][:-4] + "_mask.png")
         with self._lock:
             self.rows.append(row)
         if self.csv_path:

@@ -1,9 +1,10 @@
 """The image link as one GNU Radio flowgraph (shared by the main job, eval, sweep and bench apps).
 
-image_source → semantic_encoder → ofdm_tx → impairments → channel → ofdm_rx → semantic_decoder
-→ image_sink, with the receiver's reports fed back to the encoder as CSI (``csi`` port) and
-the sink's ``ack`` pacing the source (stop-and-wait). ``apps/image_link.grc`` is the GRC
-form of the same graph.
+image_source → [semantic_guidance →] semantic_encoder → ofdm_tx → impairments → channel →
+ofdm_rx → semantic_decoder → image_sink, with the receiver's reports fed back to the encoder
+(and the guidance) as CSI (``csi`` port) and the sink's ``ack`` pacing the source
+(stop-and-wait). The guidance stage (MLLM-SC) is there when ``LinkConfig.segmenter`` is set.
+``apps/image_link.grc`` and ``apps/importance_link.grc`` are the GRC forms.
 """
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ class LinkConfig:
     equalizer: str = "zf"         # unbiased: the codecs expect y = x + noise (MMSE shrinks x)
     on_failure: str = "nothing"
     codec_args: dict = field(default_factory=dict)
+    segmenter: str = ""         # MLLM-SC guidance: "" = none, "embedded", "clipseg:<dir>"
+    question: str = ""
+    target: str = ""            # forces the target phrase (evaluation cases)
+    weight: float = -1.0        # importance weight; < 1 = the guidance policy decides
+    mllm_url: str = ""
 
 
 def make_channel(cfg: LinkConfig):
@@ -84,6 +90,12 @@ class image_link_flowgraph(gr.top_block):
         max_len = max(self.codec.channel_uses(h, w) for h, w in sizes)
         max_len = max(max_len, 1024)
         self.enc = semantic_encoder(self.codec, tx_snr_db=cfg.tx_snr_db, sounding_frames=cfg.sounding_frames)
+        self.guide = None
+        if cfg.segmenter:
+            from .guidance import semantic_guidance
+
+            self.guide = semantic_guidance(cfg.question, cfg.segmenter, cfg.mllm_url, rate=cfg.rate,
+                                           weight=cfg.weight, snr_db=cfg.tx_snr_db, target=cfg.target)
         self.tx = ofdm_tx(profile=p, tail_symbols=8, max_payload_len=max_len, max_side_len=64)
         self.imp = impairments(cfo=cfg.cfo / p.fft_len, sample_rate=1.0, timing_offset=0.0)
         self.chan = make_channel(cfg)
@@ -91,7 +103,12 @@ class image_link_flowgraph(gr.top_block):
         self.dec = semantic_decoder(self.codec, on_failure=cfg.on_failure)
         self.sink = image_sink(cfg.images, cfg.size, cfg.limit, out_dir=cfg.out_dir,
                                label=f"_snr{cfg.snr_db:g}_{cfg.channel}", metrics=cfg.metrics)
-        self.msg_connect(self.src, "out", self.enc, "in")
+        if self.guide is None:
+            self.msg_connect(self.src, "out", self.enc, "in")
+        else:
+            self.msg_connect(self.src, "out", self.guide, "in")
+            self.msg_connect(self.guide, "out", self.enc, "in")
+            self.msg_connect(self.rx, "out", self.guide, "csi")
         self.msg_connect(self.enc, "out", self.tx, "in")
         self.connect(self.tx, self.imp, self.chan, self.rx)
         self.msg_connect(self.rx, "out", self.dec, "in")
@@ -131,11 +148,14 @@ def run_image_link(cfg: LinkConfig, codec: _codecs.Codec | None = None, timeout_
             rows.append(dict(seq=k, name=it.name, codec=tb.codec.name, status="lost", snr_est_db=np.nan, file="",
                              t=np.nan, **score(it.pixels, np.full_like(it.pixels, 128))))
     tx_log = {e["image_id"]: e for e in tb.enc.log}
+    guide_log = {e["image_id"]: e for e in tb.guide.log} if tb.guide is not None else {}
     for r in rows:
         e = tx_log.get(r["seq"], {})
         r.update(rho=cfg.rate, rho_actual=e.get("rho", np.nan), tx_snr_db=e.get("tx_snr_db", np.nan), n_symbols=e.get("n_symbols", 0),
                  channel=cfg.channel, snr_db=cfg.snr_db, seed=cfg.seed)
         r.update({k: v for k, v in e.items() if k.startswith("tx_") and k not in r})
+        if tb.guide is not None:  # what the guidance decided for this image
+            r.update({k: v for k, v in guide_log.get(r["seq"], {}).items() if k != "image_id"})
     rows.sort(key=lambda r: r["seq"])
     return dict(rows=rows, wall_s=wall, samples=int(tb.rx.corr.nitems_read(0)), header_failures=tb.rx.header_failures(), side_failures=tb.rx.side_failures(),
                 frames_received=tb.rx.frames_received(), decoder_failures=tb.dec.failures,

@@ -29,10 +29,13 @@ every weight (1:1 included) spends exactly the same channel uses.
 
 ``ctx`` for ``encode``: ``snr_db`` (TX CSI), ``importance`` (H×W heatmap in [0, 1] or a
 boolean mask; absent → uniform), ``weight`` (≥ 1; 1 = uniform). Bad input raises
-ValueError; a damaged payload is zero-filled like the plain JSCC.
+ValueError; a damaged payload is zero-filled like the plain JSCC. When the map's side
+information would leave less than one symbol per block (small images: the header code
+spends about 5 channel uses per bit), the codec sends uniform allocation, logged.
 """
 from __future__ import annotations
 
+import logging
 import math
 import struct
 import zlib
@@ -44,6 +47,8 @@ from .base import Csi, Encoded, as_rgb_uint8, pack_shape, rho, unpack_shape
 from .jscc import JsccCodec, _as_ratio, _unit_power
 
 __all__ = ["ImportanceJsccCodec", "allocate_planes", "block_levels", "side_cost"]
+
+log = logging.getLogger("gr-semcom.codecs.importance")
 
 _FIXED = struct.Struct(">HHIHBB")  # h, w, payload symbols, weight·100, levels, flags
 FLAG_ZLIB = 1
@@ -169,9 +174,16 @@ class ImportanceJsccCodec(JsccCodec):
             lv = np.zeros(grid, np.int8)  # uniform: no map to send
         flags, packed = _pack_levels(lv) if lv.any() else (0, b"")
         head = _FIXED.size + len(packed)
-        if head > MAX_SIDE_LEN:
-            raise ValueError(f"image {height}x{width} needs {head} bytes of side information (> {MAX_SIDE_LEN})")
+        n_blocks = lv.size
+        if lv.any() and (head > MAX_SIDE_LEN or self.channel_uses(height, width) - side_cost(head) < n_blocks):
+            log.warning("importance_jscc: the importance map (%d bytes) does not fit the %dx%d image's budget; "
+                        "sending uniform allocation", head, height, width)
+            lv, flags, packed = np.zeros(grid, np.int8), 0, b""
+            head = _FIXED.size
         budget = self.channel_uses(height, width) - side_cost(head)
+        if budget < n_blocks:
+            raise ValueError(f"image {height}x{width} too small for ρ={self.rate:.4g}: its side information alone "
+                             f"costs {side_cost(head)} of {self.channel_uses(height, width)} channel uses")
         planes = allocate_planes(lv, w, budget, self.max_planes, self.levels)
         side = _FIXED.pack(height, width, budget, int(round(w * 100)), self.levels, flags) + packed
         return {"levels": lv, "planes": planes, "budget": budget, "weight": w, "side_info": side}

@@ -30,10 +30,18 @@ def _channels(x):
     return x[..., None] if x.ndim == 2 else x
 
 
-def psnr(ref, test, data_range=255) -> float:
+def psnr(ref, test, data_range=255, mask=None) -> float:
     """Peak signal-to-noise ratio in dB: 10·log10(data_range² / MSE) over all pixels and
-    channels. Identical images give ``inf``."""
+    channels, or only over the pixels where the boolean H×W ``mask`` is true (region PSNR;
+    NaN for an empty mask). Identical images give ``inf``."""
     a, b = _pair(ref, test)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype != np.bool_ or m.shape != a.shape[:2]:
+            raise ValueError(f"mask must be a boolean {a.shape[:2]} array, got {m.dtype} {m.shape}")
+        if not m.any():
+            return float("nan")
+        a, b = a[m], b[m]
     mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else float(10 * np.log10(data_range ** 2 / mse))
 
