@@ -75,15 +75,23 @@ def options(ap):
     ap.add_argument("--quiet", action="store_true")
 
 
-def evaluate(a, on_row=None) -> list[dict]:
-    """Run every (case, weight, SNR, channel, seed) through GNU Radio; returns the rows."""
+def point_key(row) -> tuple:
+    """Identity of an evaluation point (image, question, weight, SNR, channel, seed)."""
+    return (str(row["image"]), str(row["question"]), round(float(row["weight"]), 3), round(float(row["snr_db"]), 3),
+            str(row["channel"]), int(row["seed"]))
+
+
+def evaluate(a, on_row=None, done=frozenset()) -> list[dict]:
+    """Run every (case, weight, SNR, channel, seed) through GNU Radio, except the points whose
+    ``point_key`` is in ``done``; returns the new rows."""
     from tqdm import tqdm
 
     rate = parse_rate(a.rho)
     codec = make_codec("importance_jscc", rate)
     seg = make_segmenter(a.segmenter)
     cases = read_cases(a.cases)
-    points = [(c, w, s, ch, sd) for c in cases for w in a.weights for s in a.snr for ch in a.channel for sd in a.seeds]
+    points = [(c, w, s, ch, sd) for c in cases for w in a.weights for s in a.snr for ch in a.channel for sd in a.seeds
+              if point_key(dict(c, weight=w, snr_db=s, channel=ch, seed=sd)) not in done]
     rows, ref_cache = [], {}
     bar = tqdm(points, desc="importance link", unit="run", disable=a.quiet, dynamic_ncols=True)
     for case, weight, snr, channel, seed in bar:
@@ -119,15 +127,25 @@ def evaluate(a, on_row=None) -> list[dict]:
     return rows
 
 
+METRICS = ("psnr_in", "psnr_bg", "psnr", "iou")
+
+
+def summarize(rows) -> list[dict]:
+    """Mean over cases per (channel, SNR, weight) of the ``METRICS``, with the count ``n``."""
+    out = []
+    for ch, s, w in sorted({(str(r["channel"]), float(r["snr_db"]), float(r["weight"])) for r in rows}):
+        sel = [r for r in rows if (str(r["channel"]), float(r["snr_db"]), float(r["weight"])) == (ch, s, w)]
+        m = {k: float(np.nanmean([float(r[k]) if r[k] not in ("", None) else np.nan for r in sel])) for k in METRICS}
+        out.append(dict(channel=ch, snr_db=s, weight=w, n=len(sel), **m))
+    return out
+
+
 def summary_table(rows) -> str:
-    """Mean over cases per (weight, SNR): PSNR in-mask / background / overall, IoU."""
-    out = ["weight  SNR   PSNR_in  PSNR_bg  PSNR   IoU   (n)"]
-    keys = sorted({(float(r["weight"]), float(r["snr_db"])) for r in rows})
-    for w, s in keys:
-        sel = [r for r in rows if float(r["weight"]) == w and float(r["snr_db"]) == s]
-        m = {k: np.nanmean([float(r[k]) for r in sel]) for k in ("psnr_in", "psnr_bg", "psnr", "iou")}
-        out.append(f"{w:5.2f} {s:5.1f}  {m['psnr_in']:7.2f}  {m['psnr_bg']:7.2f}  {m['psnr']:5.2f}  "
-                   f"{m['iou']:.3f}  ({len(sel)})")
+    """``summarize`` as a fixed-width text table."""
+    out = ["channel  SNR  weight  PSNR_in  PSNR_bg   PSNR    IoU  (n)"]
+    for m in summarize(rows):
+        out.append(f"{m['channel']:<7}{m['snr_db']:5.1f} {m['weight']:6.2f}  {m['psnr_in']:7.2f}  {m['psnr_bg']:7.2f}  "
+                   f"{m['psnr']:5.2f}  {m['iou']:.3f}  ({m['n']})")
     return "\n".join(out)
 
 

@@ -79,20 +79,25 @@ def _label(s) -> str:
 
 def plot_vs_snr(summary, metric: str, ylabel: str, title: str = "") -> bytes:
     """Line plot of ``metric`` against channel SNR, one line per (codec, ρ, channel); PNG bytes."""
+    lines = defaultdict(list)
+    for s in summary:
+        lines[_label(s)].append((s["snr_db"], s[metric]))
+    return plot_lines(lines, "channel SNR, Es/N0 per channel use (dB)", ylabel, title,
+                      dashed=lambda label: label.startswith("separation"))
+
+
+def plot_lines(lines: dict, xlabel: str, ylabel: str, title: str = "", dashed=lambda label: False) -> bytes:
+    """``{label: [(x, y), …]}`` → line plot with markers, one line per label; PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    lines = defaultdict(list)
-    for s in summary:
-        lines[_label(s)].append((s["snr_db"], s[metric]))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     for label, pts in sorted(lines.items()):
-        pts.sort()
-        style = "--" if label.startswith("separation") else "-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
-    ax.set_xlabel("channel SNR, Es/N0 per channel use (dB)")
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "--" if dashed(label) else "-", marker="o", label=label)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     if title:
@@ -118,12 +123,13 @@ def png_data_uri(image_or_png) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def html_report(title: str, config: dict, summary, examples, plots, notes=()) -> str:
+def html_report(title: str, config: dict, summary, examples, plots, notes=(), table=None) -> str:
     """A self-contained HTML page.
 
     ``examples``: list of dicts ``{"name", "original" (array), "cells": [(caption, array or
     None)]}`` — one row per image, received versions side by side (None = nothing received).
     ``plots``: list of (caption, PNG bytes). ``notes``: paragraphs of plain text.
+    ``table``: (headers, rows of cell strings) shown instead of the image-link ``summary``.
     """
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
@@ -137,9 +143,15 @@ def html_report(title: str, config: dict, summary, examples, plots, notes=()) ->
         + "</table>")
     for n in notes:
         parts.append(f"<p>{e(n)}</p>")
-    parts.append("<h2>Metrics (mean over images)</h2><table><tr><th>codec</th><th>ρ</th><th>channel</th>"
-                 "<th>SNR (dB)</th><th>est. SNR (dB)</th><th>PSNR (dB)</th><th>SSIM</th><th>MS-SSIM</th>"
-                 "<th>EfficientNet-Lite0 feature distance</th><th>nothing received</th></tr>")
+    if table is not None:
+        headers, body = table
+        summary = ()
+        parts.append("<h2>Metrics (mean over images)</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
+                     + "</tr>" + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in body))
+    else:
+        parts.append("<h2>Metrics (mean over images)</h2><table><tr><th>codec</th><th>ρ</th><th>channel</th>"
+                     "<th>SNR (dB)</th><th>est. SNR (dB)</th><th>PSNR (dB)</th><th>SSIM</th><th>MS-SSIM</th>"
+                     "<th>EfficientNet-Lite0 feature distance</th><th>nothing received</th></tr>")
     for s in summary:
         rho = f"1/{1 / s['rho']:.0f}" if s["rho"] > 0 else "–"
         parts.append(f"<tr><td>{e(s['codec'])}</td><td>{rho}</td><td>{e(s['channel'])}</td><td>{s['snr_db']:g}</td>"

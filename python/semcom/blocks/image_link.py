@@ -89,6 +89,7 @@ class image_link_flowgraph(gr.top_block):
         sizes = [it.pixels.shape[:2] for it in self.src.images]
         max_len = max(self.codec.channel_uses(h, w) for h, w in sizes)
         max_len = max(max_len, 1024)
+        max_side = max([64] + [self.codec.max_side_len(h, w) for h, w in sizes if hasattr(self.codec, "max_side_len")])
         self.enc = semantic_encoder(self.codec, tx_snr_db=cfg.tx_snr_db, sounding_frames=cfg.sounding_frames)
         self.guide = None
         if cfg.segmenter:
@@ -96,10 +97,10 @@ class image_link_flowgraph(gr.top_block):
 
             self.guide = semantic_guidance(cfg.question, cfg.segmenter, cfg.mllm_url, rate=cfg.rate,
                                            weight=cfg.weight, snr_db=cfg.tx_snr_db, target=cfg.target)
-        self.tx = ofdm_tx(profile=p, tail_symbols=8, max_payload_len=max_len, max_side_len=64)
+        self.tx = ofdm_tx(profile=p, tail_symbols=8, max_payload_len=max_len, max_side_len=max_side)
         self.imp = impairments(cfo=cfg.cfo / p.fft_len, sample_rate=1.0, timing_offset=0.0)
         self.chan = make_channel(cfg)
-        self.rx = ofdm_rx(profile=p, equalizer=cfg.equalizer, max_payload_len=max_len, max_side_len=64)
+        self.rx = ofdm_rx(profile=p, equalizer=cfg.equalizer, max_payload_len=max_len, max_side_len=max_side)
         self.dec = semantic_decoder(self.codec, on_failure=cfg.on_failure)
         self.sink = image_sink(cfg.images, cfg.size, cfg.limit, out_dir=cfg.out_dir,
                                label=f"_snr{cfg.snr_db:g}_{cfg.channel}", metrics=cfg.metrics)

@@ -159,6 +159,11 @@ class ImportanceJsccCodec(JsccCodec):
             raise ValueError(f"image size {height}x{width} must be positive")
         return int(round(self.rate * 3 * height * width))
 
+    def max_side_len(self, height: int, width: int) -> int:
+        """Most side-information bytes a frame of this image size can carry."""
+        h8, w8 = self._grid(height, width)
+        return min(MAX_SIDE_LEN, _FIXED.size + -(-2 * h8 * w8 // 8))  # the map is sent raw when zlib does not help
+
     def plan(self, height: int, width: int, importance=None, weight=None) -> dict:
         """The allocation for an image: block levels, planes per block, side information."""
         w = self.weight if weight is None else self._check_weight(weight)
