@@ -23,6 +23,7 @@ bench: install
 	$(PY) apps/bench_phy.py
 	$(PY) apps/bench_codec.py
 	$(PY) apps/bench_link.py
+	$(PY) apps/bench_guidance.py
 
 setup: install
 
