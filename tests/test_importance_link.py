@@ -84,3 +84,59 @@ def test_slow_guidance_does_not_stall_the_flowgraph(tmp_path):
     finally:
         tb.stop()
         tb.wait()
+
+
+def _rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_importance_app(tmp_path):
+    from apprun import run_app
+
+    cases = tmp_path / "cases.csv"
+    cases.write_text("image,question,target\nsample:coffee,How full is the cup of coffee?,coffee cup\n"
+                     "data/city_across_sea.png,What is across the sea?,city\n")
+    out = tmp_path / "imp.csv"
+    r = run_app(["apps/eval_importance.py", "--cases", cases, "--out", out, "--snr", "10", "--weights", "1", "4",
+                 "--size", "128", "--quiet"], tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = _rows(out)
+    assert {(x["image"], float(x["weight"])) for x in rows} == {(i, w) for i in ("sample:coffee",
+                                                                             "data/city_across_sea.png") for w in (1, 4)}
+    for x in rows:
+        assert x["status"] == "ok" and 0 <= float(x["iou"]) <= 1 and 0 < float(x["coverage"]) < 1
+        assert float(x["psnr_in"]) > 12 and float(x["psnr_bg"]) > 12 and abs(float(x["snr_est_db"]) - 10) < 1.5
+    assert "PSNR_in" in r.stdout and "csv:" in r.stdout
+
+
+def test_sweep_importance_resumes_and_reports(tmp_path):
+    from apprun import run_app
+
+    cases = tmp_path / "cases.csv"
+    cases.write_text("image,question,target\nsample:chelsea,What color are the cat's eyes?,cat\n")
+    args = ["apps/sweep_importance.py", "--cases", cases, "--out", tmp_path / "sw", "--snr", "5", "--weights", "1",
+            "2.33", "--size", "128", "--quiet"]
+    r = run_app(args, tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(_rows(tmp_path / "sw" / "results.csv")) == 2
+    html = (tmp_path / "sw" / "report.html").read_text()
+    assert html.count("<img") >= 3 + 4 and "PSNR inside the mask" in html  # original + 2 received, 4 plots
+    r = run_app(args, tmp_path, timeout=300)
+    assert r.returncode == 0 and "2 points already" in r.stdout
+    assert len(_rows(tmp_path / "sw" / "results.csv")) == 2
+
+
+def test_eval_importance_bad_cases(tmp_path):
+    from apprun import run_app
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,prompt\nx.png,hello\n")
+    r = run_app(["apps/eval_importance.py", "--cases", bad, "--out", tmp_path / "x.csv", "--quiet"], tmp_path)
+    assert r.returncode == 2 and "lacks column" in r.stderr
+    missing = tmp_path / "missing.csv"
+    missing.write_text("image,question,target\nnope.png,What?,thing\n")
+    r = run_app(["apps/eval_importance.py", "--cases", missing, "--out", tmp_path / "x.csv", "--quiet"], tmp_path)
+    assert r.returncode == 2 and "not found" in r.stderr
