@@ -13,6 +13,9 @@ symbols run plane by plane, each plane row-major, so symbol ``(k·h8 + y)·w8 + 
 ``latent[2k, y, x] + 1j·latent[2k+1, y, x]`` with ``h8 = ceil(H/8)``, ``w8 = ceil(W/8)``.
 The encoder output is scaled to unit mean power per complex symbol over what is sent.
 
+The model also takes the number of channels sent at each 8×8 block (``alloc``); this codec
+sends the same ``c`` everywhere, ``importance.ImportanceJsccCodec`` varies it.
+
 Side information (5 bytes): image height and width (``pack_shape``) and the number of
 latent channels sent ``c``. Images whose sides are not multiples of 8 are reflect-padded at
 the bottom/right before encoding and cropped after decoding, so they cost the channel uses
