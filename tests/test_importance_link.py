@@ -81,6 +81,11 @@ def test_slow_guidance_does_not_stall_the_flowgraph(tmp_path):
         assert dbg.num_messages() == 1 and time.time() - t0 >= 1.4
         meta = pmt.to_python(pmt.car(dbg.get_message(0)))
         assert meta["weight"] > 1 and len(meta["importance"]) == 32 * 32
+        d = pmt.dict_add(pmt.make_dict(), pmt.intern("question"), pmt.intern("Is it a cat?"))
+        g.to_basic_block()._post(pmt.intern("question"), pmt.dict_add(d, pmt.intern("target"), pmt.intern("cat")))
+        while g.question != "Is it a cat?" and time.time() - t0 < 12:
+            time.sleep(0.01)
+        assert (g.question, g.target) == ("Is it a cat?", "cat")  # a bare dict works too
     finally:
         tb.stop()
         tb.wait()

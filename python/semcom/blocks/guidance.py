@@ -79,7 +79,7 @@ class semantic_guidance(gr.basic_block):
         if pmt.is_symbol(msg):
             self.question, self.target = pmt.symbol_to_string(msg), ""
             return
-        d = pmt.to_python(pmt.car(msg) if pmt.is_pair(msg) else msg)
+        d = pmt.to_python(msg if pmt.is_dict(msg) else pmt.car(msg) if pmt.is_pair(msg) else msg)
         if isinstance(d, dict) and "question" in d:
             self.question, self.target = str(d["question"]), str(d.get("target", ""))
         else:

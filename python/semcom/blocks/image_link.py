@@ -4,7 +4,7 @@ image_source → [semantic_guidance →] semantic_encoder → ofdm_tx → impair
 ofdm_rx → semantic_decoder → image_sink, with the receiver's reports fed back to the encoder
 (and the guidance) as CSI (``csi`` port) and the sink's ``ack`` pacing the source
 (stop-and-wait). The guidance stage (MLLM-SC) is there when ``LinkConfig.segmenter`` is set.
-``apps/image_link.grc`` and ``apps/importance_link.grc`` are the GRC forms.
+``apps/image_link.grc`` is the GRC form (MLLM-SC edge and device: ``apps/mllm_sc/``).
 """
 from __future__ import annotations
 
