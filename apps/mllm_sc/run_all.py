@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Starts the MLLM-SC device and edge as two processes on this machine (ZMQ over loopback).
+
+    device.py --uplink-port U --downlink-port D   (question ->, <- images)
+    edge.py   --uplink-port U --downlink-port D
+
+Ports are picked free on 127.0.0.1 unless given. The device is started first, then the edge.
+Once the device has exited (all images in, or its --timeout), the edge gets a few seconds to
+finish and print its summary, then it is terminated. Both processes print to this terminal.
+Exit status: the device's (0 when every image arrived and decoded).
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(1, os.path.join(HERE, os.pardir, "zmq_link"))
+import common  # noqa: E402  (apps/zmq_link/common.py)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", default="sample:astronaut", help="image set of the edge (and the device's reference)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--question", default="What color is the helmet?", help="the device's question")
+    p.add_argument("--target", default="", help="forces the target phrase")
+    p.add_argument("--snr", type=float, default=10.0, help="Es/N0 (dB) of the device's channel")
+    p.add_argument("--channel", default="awgn", help="awgn, rayleigh, rician, epa, ... (device.py --help)")
+    p.add_argument("--rate", default="1/12")
+    p.add_argument("--segmenter", default="embedded")
+    p.add_argument("--mllm-url", default="")
+    p.add_argument("--weight", type=float, default=-1.0)
+    p.add_argument("--tx-snr", type=float, default=10.0)
+    p.add_argument("--out", default="mllm_sc_received", help="device: folder of the received images")
+    p.add_argument("--uplink-port", type=int, default=0, help="0: pick a free port")
+    p.add_argument("--downlink-port", type=int, default=0, help="0: pick a free port")
+    p.add_argument("--timeout", type=float, default=120.0, help="device timeout (s)")
+    p.add_argument("--json", help="prefix of the JSON summaries: PREFIX_device.json, PREFIX_edge.json")
+    a = p.parse_args(argv)
+    up = a.uplink_port or common.free_port()
+    down = a.downlink_port or common.free_port()
+    while down == up:
+        down = common.free_port()
+
+    py = [sys.executable, "-u"]
+    ports = ["--uplink-port", str(up), "--downlink-port", str(down)]
+    images = ["--images", a.images, "--size", str(a.size), "--limit", str(a.limit), "--rate", a.rate]
+    dev_cmd = py + [os.path.join(HERE, "device.py"), *ports, *images, "--question", a.question, "--target", a.target,
+                    "--snr", str(a.snr), "--channel", a.channel, "--out", a.out, "--timeout", str(a.timeout)]
+    edge_cmd = py + [os.path.join(HERE, "edge.py"), *ports, *images, "--segmenter", a.segmenter, "--mllm-url",
+                     a.mllm_url, "--weight", str(a.weight), "--tx-snr", str(a.tx_snr), "--linger", "-1",
+                     "--timeout", str(a.timeout + 30)]
+    if a.json:
+        dev_cmd += ["--json", f"{a.json}_device.json"]
+        edge_cmd += ["--json", f"{a.json}_edge.json"]
+    print(f"[run_all] uplink tcp://127.0.0.1:{up}, downlink tcp://127.0.0.1:{down}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
+    procs = []
+    rc = 2
+    try:
+        for cmd in (dev_cmd, edge_cmd):
+            procs.append(subprocess.Popen(cmd))
+        try:
+            rc = procs[0].wait(timeout=a.timeout + 30)
+        except subprocess.TimeoutExpired:
+            print("[run_all] the device did not exit in time", flush=True)
+    finally:
+        for pr in procs:
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGINT)  # stops cleanly and prints its summary
+        for pr in reversed(procs):
+            try:
+                pr.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pr.kill()
+                pr.wait()
+    print(f"[run_all] {'OK' if rc == 0 else 'FAILED'} (device exit status {rc})", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
