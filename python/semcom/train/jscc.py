@@ -6,7 +6,9 @@
 Random crops (with random flips, from each photo at full and half size) of the training
 photos; per sample a channel SNR uniform in [-5, 20] dB and either a uniform channel count
 c ∈ {16, 32, 64} (ρ = 1/24, 1/12, 1/6) or, with probability ``--importance-frac``, an
-importance allocation: a random critical region (1–3 ellipses covering about 5–50 % of the
+importance allocation: a critical region (with ``--masks``, a share ``--guidance-frac`` of
+them the patch's crop of a mask the guidance module drew on the photo,
+``semcom.train.guidance_masks``; otherwise 1–3 random ellipses covering about 5–50 % of the
 crop), an importance weight uniform in [1.5, 6] and a budget of 4–24 symbol planes per
 block on average, turned into planes per block by the codec's own
 ``semcom.codecs.importance.allocate_planes``. The encoder sees the true SNR (the
@@ -55,35 +57,47 @@ def load_folder(path: str) -> list[tuple[str, np.ndarray]]:
 
 
 class CropSampler:
-    """Random ``crop``×``crop`` patches with random flips, from each photo at two scales."""
+    """Random ``crop``×``crop`` patches with random flips, from each photo at two scales.
 
-    def __init__(self, images: list[np.ndarray], crop: int, rng: np.random.Generator):
+    ``masks``: optional critical-region masks per photo (a list of bool (H, W) arrays each,
+    e.g. from ``semcom.train.guidance_masks``); every patch then comes with the same crop of
+    one of its photo's masks, chosen at random (None when the photo has none)."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, rng: np.random.Generator, masks=None):
         self.crop = crop
         self.rng = rng
         self.pool = []
-        for img in images:
-            self.pool.append(img)
+        for i, img in enumerate(images):
+            ms = list(masks[i]) if masks is not None else []
+            for m in ms:
+                if m.shape != img.shape[:2]:
+                    raise SystemExit(f"mask of shape {m.shape} for a photo of shape {img.shape[:2]}")
+            self.pool.append((img, ms))
             h, w = img.shape[:2]
             half = np.asarray(Image.fromarray(img).resize((w // 2, h // 2), Image.BICUBIC))
-            self.pool.append(half)
-        self.pool = [p for p in self.pool if min(p.shape[:2]) >= crop]
+            self.pool.append((half, [m[:2 * (h // 2):2, :2 * (w // 2):2] for m in ms]))
+        self.pool = [p for p in self.pool if min(p[0].shape[:2]) >= crop]
         if not self.pool:
             raise SystemExit(f"no training image is at least {crop} pixels on each side")
 
-    def batch(self, n: int) -> torch.Tensor:
-        """(n, 3, crop, crop) float32 in [0, 1]."""
+    def batch(self, n: int) -> tuple[torch.Tensor, list]:
+        """(n, 3, crop, crop) float32 in [0, 1], and per patch its mask crop (bool) or None."""
         out = np.empty((n, self.crop, self.crop, 3), np.uint8)
+        crops = []
         for i in range(n):
-            img = self.pool[self.rng.integers(len(self.pool))]
+            img, ms = self.pool[self.rng.integers(len(self.pool))]
             y = self.rng.integers(img.shape[0] - self.crop + 1)
             x = self.rng.integers(img.shape[1] - self.crop + 1)
-            p = img[y:y + self.crop, x:x + self.crop]
+            win = (slice(y, y + self.crop), slice(x, x + self.crop))
+            p = img[win]
+            m = ms[self.rng.integers(len(ms))][win] if ms else None
             if self.rng.random() < 0.5:
-                p = p[:, ::-1]
+                p, m = p[:, ::-1], None if m is None else m[:, ::-1]
             if self.rng.random() < 0.5:
-                p = p[::-1]
+                p, m = p[::-1], None if m is None else m[::-1]
             out[i] = p
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+            crops.append(m)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0), crops
 
 
 def random_region(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -97,9 +111,10 @@ def random_region(size: int, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def importance_sample(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(alloc map (size/8, size/8) = channels per block / C_MAX, pixel loss weights (size, size))."""
-    mask = random_region(size, rng)
+def importance_sample(size: int, rng: np.random.Generator, mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """(alloc map (size/8, size/8) = channels per block / C_MAX, pixel loss weights (size, size))
+    for critical region ``mask`` (bool (size, size); None: ``random_region``)."""
+    mask = random_region(size, rng) if mask is None else mask
     lv = block_levels(mask, STRIDE, 2)
     weight = float(rng.uniform(1.5, 6.0))
     n = lv.size
@@ -186,6 +201,11 @@ def main(argv=None):
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--importance-frac", type=float, default=0.5,
                     help="share of samples with an importance allocation (the rest uniform c)")
+    ap.add_argument("--masks", default="",
+                    help="critical-region masks of the training photos (python -m semcom.train.guidance_masks)")
+    ap.add_argument("--guidance-frac", type=float, default=0.5,
+                    help="with --masks: share of importance samples whose region is the patch's guidance mask "
+                         "(when it covers 2–80 %% of the patch; a random region otherwise)")
     ap.add_argument("--init", default="", help="start from this checkpoint's weights (fresh optimiser)")
     args = ap.parse_args(argv)
     if args.crop % STRIDE:
@@ -198,7 +218,15 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    train = CropSampler([img for _, img in load_folder(args.data)], args.crop, rng)
+    photos = load_folder(args.data)
+    masks = None
+    if args.masks:
+        from .guidance_masks import load_masks
+
+        table = load_masks(args.masks)
+        masks = [table.get(name, []) for name, _ in photos]
+        print(f"{sum(map(len, masks))} guidance masks for {sum(1 for m in masks if m)} of {len(photos)} photos")
+    train = CropSampler([img for _, img in photos], args.crop, rng, masks)
     val = load_folder(args.val)
 
     model = DeepJSCC()
@@ -244,7 +272,7 @@ def main(argv=None):
     while step < args.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        x = train.batch(args.batch)
+        x, crops = train.batch(args.batch)
         snr_tx = torch.empty(args.batch, 1).uniform_(*SNR_RANGE)
         snr_rx = snr_tx + torch.empty_like(snr_tx).uniform_(-args.snr_jitter, args.snr_jitter)
         c = choices[torch.randint(len(CHANNELS), (args.batch,))]
@@ -252,7 +280,9 @@ def main(argv=None):
         alloc = (c.float() / C_MAX)[:, None, None, None].repeat(1, 1, h8, h8)
         wmap = torch.ones(args.batch, 1, args.crop, args.crop)
         for i in np.flatnonzero(rng.random(args.batch) < args.importance_frac):
-            a, wpix = importance_sample(args.crop, rng)
+            m = crops[i]
+            use = m is not None and 0.02 <= m.mean() <= 0.8 and rng.random() < args.guidance_frac
+            a, wpix = importance_sample(args.crop, rng, m if use else None)
             alloc[i, 0], wmap[i, 0] = torch.from_numpy(a), torch.from_numpy(wpix)
         err = (model(x, snr_tx, snr_rx, alloc=alloc) - x) ** 2
         loss = (err * wmap).mean() / wmap.mean()
