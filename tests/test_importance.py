@@ -106,9 +106,10 @@ def test_uniform_and_bad_input(codec, astronaut):
     with pytest.raises(ValueError):
         make_codec("importance_jscc", "1/2")
     enc = codec.encode(astronaut, {"importance": _box(128, 128, 0, 64, 0, 64), "weight": 4})
-    broken = enc.side_info[:14] + bytes(b ^ 0xFF for b in enc.side_info[14:])
-    with pytest.raises(ValueError):
-        codec.decode(enc.symbols, broken, Csi(snr_db=10))
+    # a truncated map (the PHY's side-information CRC catches bit errors; the codec checks structure)
+    for broken in (enc.side_info[:13], enc.side_info[:11] + bytes([enc.side_info[11] | 6]) + enc.side_info[12:]):
+        with pytest.raises(ValueError):
+            codec.decode(enc.symbols, broken, Csi(snr_db=10))
     out = codec.decode(enc.symbols[:100], enc.side_info, Csi(snr_db=10))  # damaged payload still decodes
     assert out.shape == astronaut.shape
 
@@ -162,9 +163,36 @@ def test_make_guidance_and_fallbacks(astronaut, caplog):
 
 
 def test_map_that_does_not_fit_falls_back_to_uniform(codec, caplog):
-    img = np.zeros((64, 64, 3), np.uint8)
-    enc = codec.encode(img, {"importance": _box(64, 64, 0, 32, 0, 32), "weight": 4})
+    img = np.zeros((56, 56, 3), np.uint8)
+    imp = _box(56, 56, 0, 32, 0, 32)
+    assert len(codec.encode(img, {"importance": imp, "weight": 4}).side_info) > 12  # 16-pixel map: fits
+    fine = make_codec("importance_jscc", "1/12", map_block=8)
+    enc = fine.encode(img, {"importance": imp, "weight": 4})                      # 8-pixel map: does not
     assert len(enc.side_info) == 12 and "does not fit" in caplog.text
-    assert enc.symbols.size + side_cost(12) == codec.channel_uses(64, 64)
+    assert enc.symbols.size + side_cost(12) == fine.channel_uses(56, 56)
     with pytest.raises(ValueError, match="too small"):
         codec.encode(img[:32, :32])
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4])
+def test_map_block_sizes(astronaut, levels):
+    """Coarser map blocks: a shorter map, the same levels on every 8×8 block they cover, and a
+    decoder that reads the block size from the frame."""
+    h, w = astronaut.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    heat = np.clip(1.2 - np.hypot(yy - 60, xx - 70) / 50, 0, 1)   # a soft blob: several levels
+    sizes = {}
+    for mb in (8, 16, 32):
+        c = make_codec("importance_jscc", "1/12", levels=levels, map_block=mb)
+        enc = c.encode(astronaut, {"importance": heat, "weight": 3})
+        sizes[mb] = len(enc.side_info)
+        lv = make_codec("importance_jscc", "1/12", levels=levels).levels_map(enc.side_info)  # any map_block reads it
+        assert lv.max() == levels - 1 and lv.min() == 0
+        blocks = lv[: h // mb * mb, : w // mb * mb].reshape(h // mb, mb, w // mb, mb)
+        assert (blocks == blocks[:, :1, :, :1]).all()                # constant over each map block
+        assert enc.symbols.size + side_cost(sizes[mb]) == c.channel_uses(h, w)
+        out = c.decode(enc.symbols, enc.side_info, Csi(snr_db=20.0))
+        assert out.shape == astronaut.shape
+    assert sizes[32] < sizes[16] < sizes[8]
+    with pytest.raises(ValueError):
+        make_codec("importance_jscc", "1/12", map_block=12)

@@ -14,16 +14,20 @@ a(ℓ) = 1 + (weight − 1)·ℓ/(L − 1); planes n(b) = a(ℓ(b))·n₀ with n
 equals the payload budget, water-filled so no block exceeds the model's ``c_max/2`` planes
 (what a capped block cannot take goes to the others) and at least one plane per block;
 then rounded to integers by largest remainder (ties in raster order) so the sum is exact.
-The block levels come from the guidance heatmap averaged over each 8×8 block
-(``block_levels``): level = ⌊mean heat · L⌋ clipped to L−1, so with L = 2 a block is critical
-when at least half its heat is on.
+The levels come from the guidance heatmap averaged over map blocks of ``map_block`` pixels
+(32 by default, i.e. 4×4 latent blocks; 8, 16 or 32) (``block_levels``): level = ⌊mean heat ·
+L⌋ clipped to L−1, so with L = 2 a block is critical when at least half its heat is on; every
+8×8 latent block takes its map block's level. Guidance maps are coarse anyway (the embedded
+segmenter's class maps have a stride of 32 input pixels), and the map is paid for in channel
+uses: for the shipped cases at 256×256 it costs 896–960 uses (incl. the 12 fixed bytes, 608
+uses) with 32-pixel blocks, 1120–1984 with 16 and 1376–4416 with 8, of a 16 384-use budget.
 
 Symbol layout: plane k of every block that has more than k planes, blocks in raster
 order, plane by plane (k = 0, 1, …). Unit mean power over the sent symbols.
 
 Side information: image size (4 bytes), payload symbols (4), weight·100 (2), levels (1),
-then the block levels, 2 bits each, packed and zlib-compressed when that is shorter (1 flag
-byte). Its channel cost is counted as ``side_coded_len`` complex channel uses (the header's
+flags (1: bit 0 = map deflated, bits 1–2 = log2(map_block / 8)), then the map-block levels,
+⌈log2 L⌉ bits each (1 bit for two levels), raw-deflate compressed when that is shorter. Its channel cost is counted as ``side_coded_len`` complex channel uses (the header's
 RM-coded bits at one bit per channel use, one copy) and taken from the payload budget, so
 every weight (1:1 included) spends exactly the same channel uses.
 
@@ -51,7 +55,9 @@ __all__ = ["ImportanceJsccCodec", "allocate_planes", "block_levels", "side_cost"
 log = logging.getLogger("gr-semcom.codecs.importance")
 
 _FIXED = struct.Struct(">HHIHBB")  # h, w, payload symbols, weight·100, levels, flags
-FLAG_ZLIB = 1
+FLAG_DEFLATE = 1
+MAP_SCALE_SHIFT = 1  # flags bits 1-2: log2(map block / latent block)
+MAP_BLOCKS = (8, 16, 32)
 MAX_WEIGHT = 16.0
 
 
@@ -99,23 +105,30 @@ def allocate_planes(lv: np.ndarray, weight: float, budget: int, max_planes: int,
     return planes.reshape(lv.shape)
 
 
-def _pack_levels(lv: np.ndarray) -> tuple[int, bytes]:
-    raw = np.packbits(np.unpackbits(lv.astype(np.uint8).ravel()[:, None], axis=1)[:, -2:].ravel()).tobytes()
-    packed = zlib.compress(raw, 9)
-    return (FLAG_ZLIB, packed) if len(packed) < len(raw) else (0, raw)
+def _level_bits(levels: int) -> int:
+    return max(1, (int(levels) - 1).bit_length())
 
 
-def _unpack_levels(flags: int, data: bytes, shape: tuple[int, int]) -> np.ndarray:
+def _pack_levels(lv: np.ndarray, levels: int) -> tuple[int, bytes]:
+    """Levels → (flags, bytes): ⌈log2 levels⌉ bits per block, raw deflate when shorter."""
+    nb = _level_bits(levels)
+    raw = np.packbits(np.unpackbits(lv.astype(np.uint8).ravel()[:, None], axis=1)[:, -nb:].ravel()).tobytes()
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    packed = c.compress(raw) + c.flush()
+    return (FLAG_DEFLATE, packed) if len(packed) < len(raw) else (0, raw)
+
+
+def _unpack_levels(flags: int, data: bytes, shape: tuple[int, int], levels: int) -> np.ndarray:
     try:
-        raw = zlib.decompress(data) if flags & FLAG_ZLIB else data
+        raw = zlib.decompress(data, -15) if flags & FLAG_DEFLATE else data
     except zlib.error as e:
         raise ValueError(f"importance map in the side information does not decompress: {e}") from None
-    n = shape[0] * shape[1]
+    n, nb = shape[0] * shape[1], _level_bits(levels)
     bits = np.unpackbits(np.frombuffer(raw, np.uint8))
-    if bits.size < 2 * n:
-        raise ValueError(f"importance map has {bits.size // 2} blocks, the image needs {n}")
-    pairs = bits[: 2 * n].reshape(n, 2)
-    return (pairs[:, 0] * 2 + pairs[:, 1]).astype(np.int8).reshape(shape)
+    if bits.size < nb * n:
+        raise ValueError(f"importance map has {bits.size // nb} blocks, the image needs {n}")
+    codes = bits[: nb * n].reshape(n, nb) @ (1 << np.arange(nb - 1, -1, -1))
+    return codes.astype(np.int8).reshape(shape)
 
 
 def side_cost(side_len: int) -> int:
@@ -127,14 +140,15 @@ class ImportanceJsccCodec(JsccCodec):
     """Importance-aware deep JSCC; ``rate`` is the total budget ρ (side information included).
 
     Any ρ from 1/192 (one plane per block) up to 1/6 (every plane) works, e.g. "1/12".
-    ``levels`` (2…4) importance levels per 8×8 block; ``weight`` is the default importance
-    weight when ``ctx`` gives none.
+    ``levels`` (2…4) importance levels per map block of ``map_block`` (8, 16, 32) pixels;
+    ``weight`` is the default importance weight when ``ctx`` gives none.
     """
 
     codec_id = 3
     name = "importance_jscc"
 
-    def __init__(self, rate=1 / 12, levels=2, weight=1.0, models_dir=None, providers=None, threads=None):
+    def __init__(self, rate=1 / 12, levels=2, weight=1.0, map_block=32, models_dir=None, providers=None,
+                 threads=None):
         want = _as_ratio(rate)
         super().__init__(rate=1 / 12, models_dir=models_dir, providers=providers, threads=threads)
         lo, hi = 2.0 / (6.0 * self.stride ** 2), self.c_max / (6.0 * self.stride ** 2)
@@ -142,7 +156,9 @@ class ImportanceJsccCodec(JsccCodec):
             raise ValueError(f"rate {rate!r} outside what the model can send: 1/{round(1 / lo)}…1/{round(1 / hi)}")
         if int(levels) != levels or not 2 <= int(levels) <= 4:
             raise ValueError(f"levels must be 2, 3 or 4, got {levels!r}")
-        self.rate, self.levels = want, int(levels)
+        if map_block not in MAP_BLOCKS or map_block % self.stride:
+            raise ValueError(f"map_block must be one of {MAP_BLOCKS} pixels, got {map_block!r}")
+        self.rate, self.levels, self.map_block = want, int(levels), int(map_block)
         self.weight = self._check_weight(weight)
         self.max_planes = self.c_max // 2
 
@@ -161,29 +177,31 @@ class ImportanceJsccCodec(JsccCodec):
 
     def max_side_len(self, height: int, width: int) -> int:
         """Most side-information bytes a frame of this image size can carry."""
-        h8, w8 = self._grid(height, width)
-        return min(MAX_SIDE_LEN, _FIXED.size + -(-2 * h8 * w8 // 8))  # the map is sent raw when zlib does not help
+        h8, w8 = self._grid(height, width)  # any map block: the finest map, sent raw, is the longest
+        return min(MAX_SIDE_LEN, _FIXED.size + -(-2 * h8 * w8 // 8))
 
     def plan(self, height: int, width: int, importance=None, weight=None) -> dict:
         """The allocation for an image: block levels, planes per block, side information."""
         w = self.weight if weight is None else self._check_weight(weight)
         grid = self._grid(height, width)
-        if importance is None:
-            lv = np.zeros(grid, np.int8)
-        else:
+        f = self.map_block // self.stride
+        coarse = np.zeros((-(-grid[0] // f), -(-grid[1] // f)), np.int8)
+        if importance is not None:
             imp = np.asarray(importance)
             if imp.shape != (height, width):
                 raise ValueError(f"importance map of shape {imp.shape} does not match the image {height}x{width}")
-            lv = block_levels(imp, self.stride, self.levels)
-        if w == 1.0 or lv.min() == lv.max():
-            lv = np.zeros(grid, np.int8)  # uniform: no map to send
-        flags, packed = _pack_levels(lv) if lv.any() else (0, b"")
+            coarse = block_levels(imp, self.map_block, self.levels)
+        if w == 1.0 or coarse.min() == coarse.max():
+            coarse[:] = 0  # uniform: no map to send
+        lv = _expand(coarse, f, grid)
+        flags, packed = _pack_levels(coarse, self.levels) if coarse.any() else (0, b"")
+        flags |= (f.bit_length() - 1) << MAP_SCALE_SHIFT
         head = _FIXED.size + len(packed)
         n_blocks = lv.size
         if lv.any() and (head > MAX_SIDE_LEN or self.channel_uses(height, width) - side_cost(head) < n_blocks):
             log.warning("importance_jscc: the importance map (%d bytes) does not fit the %dx%d image's budget; "
                         "sending uniform allocation", head, height, width)
-            lv, flags, packed = np.zeros(grid, np.int8), 0, b""
+            lv, flags, packed = np.zeros(grid, np.int8), flags & ~FLAG_DEFLATE, b""
             head = _FIXED.size
         budget = self.channel_uses(height, width) - side_cost(head)
         if budget < n_blocks:
@@ -204,12 +222,21 @@ class ImportanceJsccCodec(JsccCodec):
         if not 2 <= levels <= 4:
             raise ValueError(f"side information names {levels} importance levels (2…4)")
         weight = self._check_weight(w100 / 100)
-        grid = self._grid(h, w)
-        body = side_info[_FIXED.size:]
-        lv = _unpack_levels(flags, body, grid) if body else np.zeros(grid, np.int8)
-        if lv.max(initial=0) >= levels:
-            raise ValueError("importance map level outside the declared levels")
+        lv = self._levels(h, w, levels, flags, side_info[_FIXED.size:])
         return h, w, allocate_planes(lv, weight, budget, self.max_planes, levels), weight, budget
+
+    def _levels(self, h: int, w: int, levels: int, flags: int, body: bytes) -> np.ndarray:
+        """Latent-block levels from the side information's map."""
+        grid = self._grid(h, w)
+        s = (flags >> MAP_SCALE_SHIFT) & 3
+        if s >= len(MAP_BLOCKS):
+            raise ValueError(f"side information names an unknown map block scale {s}")
+        f = 1 << s
+        shape = (-(-grid[0] // f), -(-grid[1] // f))
+        coarse = _unpack_levels(flags, body, shape, levels) if body else np.zeros(shape, np.int8)
+        if coarse.max(initial=0) >= levels:
+            raise ValueError("importance map level outside the declared levels")
+        return _expand(coarse, f, grid)
 
     def encode(self, image, ctx: dict | None = None) -> Encoded:
         img = as_rgb_uint8(image)
@@ -244,7 +271,11 @@ class ImportanceJsccCodec(JsccCodec):
         """The block importance levels a frame carries, upsampled to the image (uint8 (H, W))."""
         side_info = bytes(side_info)
         h, w, *_ = self.parse_side_info(side_info)
-        flags = _FIXED.unpack_from(side_info)[5]
-        body = side_info[_FIXED.size:]
-        lv = _unpack_levels(flags, body, self._grid(h, w)) if body else np.zeros(self._grid(h, w), np.int8)
-        return np.kron(lv, np.ones((self.stride, self.stride), np.int8))[:h, :w].astype(np.uint8)
+        _, _, _, _, levels, flags = _FIXED.unpack_from(side_info)
+        lv = self._levels(h, w, levels, flags, side_info[_FIXED.size:])
+        return _expand(lv, self.stride, (h, w)).astype(np.uint8)
+
+
+def _expand(lv: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
+    """Each entry of ``lv`` repeated over f×f, cropped to ``shape``."""
+    return np.repeat(np.repeat(lv, f, axis=0), f, axis=1)[: shape[0], : shape[1]]
