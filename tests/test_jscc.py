@@ -153,13 +153,33 @@ def test_export_matches_torch(tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     from gnuradio.semcom.train.export_jscc import check_ort, export_onnx
-    from gnuradio.semcom.train.jscc_model import SM, DeepJSCC
+    from gnuradio.semcom.train.jscc_model import SM, DeepJSCC, Refine
 
     torch.manual_seed(0)
-    model = DeepJSCC().eval()
-    for m in model.modules():  # exercise the allocation path (zero-initialised in a fresh model)
+    model = DeepJSCC(refine=True).eval()
+    for m in model.modules():  # exercise the allocation and refinement paths (zero-initialised when fresh)
         if isinstance(m, SM):
             torch.nn.init.normal_(m.net[2].weight, std=0.05)
+        if isinstance(m, Refine):
+            torch.nn.init.normal_(m.c2.weight, std=0.02)
     enc, dec = str(tmp_path / "enc.onnx"), str(tmp_path / "dec.onnx")
     export_onnx(model, enc, dec)
     assert check_ort(model, enc, dec) < 1e-4
+
+
+def test_refine_blocks_start_as_identity():
+    """A decoder with fresh Refine blocks, loaded from a model without them, gives the same image."""
+    torch = pytest.importorskip("torch")
+    from gnuradio.semcom.train.jscc_model import DeepJSCC
+
+    torch.manual_seed(1)
+    plain = DeepJSCC().eval()
+    refined = DeepJSCC(refine=True).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(".r1." in k or ".r2." in k for k in missing) and not unexpected
+    x = torch.rand(1, 3, 32, 48)
+    s = torch.full((1, 1), 10.0)
+    alloc = torch.full((1, 1, 4, 6), 0.5)
+    with torch.no_grad():
+        lat = plain.encoder(x, s, s, alloc)
+        assert torch.equal(plain.decoder(lat, s, s, alloc), refined.decoder(lat, s, s, alloc))

@@ -36,7 +36,7 @@ TOLERANCE = 1e-4
 def load_checkpoint(path: str) -> tuple[DeepJSCC, dict]:
     """The trained model (training graph, eval mode) and the raw ``semcom.train.jscc`` checkpoint."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = DeepJSCC()
+    model = DeepJSCC(refine=any(k.startswith("decoder.r1.") for k in ck["model"]))
     model.load_state_dict(ck["model"])
     return model.eval(), ck
 

@@ -206,6 +206,9 @@ def main(argv=None):
     ap.add_argument("--guidance-frac", type=float, default=0.5,
                     help="with --masks: share of importance samples whose region is the patch's guidance mask "
                          "(when it covers 2–80 %% of the patch; a random region otherwise)")
+    ap.add_argument("--refine", action="store_true",
+                    help="decoder with Refine blocks at 1/4 and 1/2 resolution (zero-initialised: with --init "
+                         "from a model without them, training starts from the same outputs)")
     ap.add_argument("--init", default="", help="start from this checkpoint's weights (fresh optimiser)")
     args = ap.parse_args(argv)
     if args.crop % STRIDE:
@@ -229,7 +232,7 @@ def main(argv=None):
     train = CropSampler([img for _, img in photos], args.crop, rng, masks)
     val = load_folder(args.val)
 
-    model = DeepJSCC()
+    model = DeepJSCC(refine=args.refine)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     warmup = min(100, args.steps // 10)
 

@@ -138,6 +138,22 @@ class Up(nn.Module):
         return self.shuffle(self.act(self.conv(x)))
 
 
+class Refine(nn.Module):
+    """Residual refinement ``x + conv3×3(act(conv3×3(x)))`` whose last conv starts at zero, so
+    adding it to a trained decoder leaves the decoder's output unchanged until it trains."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.act = _act()
+        self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
+        nn.init.zeros_(self.c2.weight)
+        nn.init.zeros_(self.c2.bias)
+
+    def forward(self, x):
+        return x + self.c2(self.act(self.c1(x)))
+
+
 def _cond(snr_db, rate):
     return torch.cat([snr_db / SNR_SCALE, rate], dim=1)
 
@@ -170,9 +186,11 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """noisy latent (B,C_MAX,h,w) zero beyond the sent channels, snr_db, rate, alloc → image in [0,1]."""
+    """noisy latent (B,C_MAX,h,w) zero beyond the sent channels, snr_db, rate, alloc → image in [0,1].
 
-    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX):
+    ``refine``: a ``Refine`` block after each of the first two upsamplers (1/4 and 1/2 resolution)."""
+
+    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX, refine: bool = False):
         super().__init__()
         w1, w2, w3 = widths
         self.inp = nn.Sequential(RepConv(c_max, w3), _act())
@@ -187,6 +205,10 @@ class Decoder(nn.Module):
         self.af4 = AF(w2)
         self.u2 = Up(w2, w1)
         self.u3 = Up(w1, 3, act=nn.Sigmoid())
+        self.refine = bool(refine)
+        if self.refine:
+            self.r1 = Refine(w2)
+            self.r2 = Refine(w1)
 
     def forward(self, latent, snr_db, rate, alloc):
         cond = _cond(snr_db, rate)
@@ -194,6 +216,8 @@ class Decoder(nn.Module):
         x = self.sm2(self.af2(self.res1(x), cond), alloc)
         x = self.af3(self.res2(x), cond)
         x = self.af4(self.u1(x), cond)
+        if self.refine:
+            return self.u3(self.r2(self.u2(self.r1(x))))
         return self.u3(self.u2(x))
 
 
@@ -224,11 +248,11 @@ def awgn(z: torch.Tensor, snr_db: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 class DeepJSCC(nn.Module):
     """Encoder + power normalisation + AWGN + decoder, for training and validation."""
 
-    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX):
+    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX, refine: bool = False):
         super().__init__()
         self.c_max = c_max
         self.encoder = Encoder(widths, c_max)
-        self.decoder = Decoder(widths, c_max)
+        self.decoder = Decoder(widths, c_max, refine)
 
     def forward(self, image, snr_tx, snr_rx, c=None, alloc=None):
         """``snr_tx``/``snr_rx`` (B,1) dB: channel SNR seen by the encoder / told to the decoder;
