@@ -152,14 +152,22 @@ def main(argv=None):
     training = {
         "data": f"{len(os.listdir(targs['data']))} photos of {targs['data']} (random {targs['crop']}² crops, "
                 f"flips, full and half size); validation: {targs['val']} (Set5)",
-        "command": (f"python -m semcom.train.jscc --steps {targs['steps']} --crop {targs['crop']} "
-                    f"--batch {targs['batch']} --seed {targs['seed']} --lr {targs['lr']} && "
-                    f"python -m semcom.train.export_jscc"),
+        "command": ((f"python -m semcom.train.guidance_masks --out {targs['masks']} && " if targs.get("masks") else "")
+                    + f"python -m semcom.train.jscc --steps {targs['steps']} --crop {targs['crop']} "
+                    f"--batch {targs['batch']} --seed {targs['seed']} --lr {targs['lr']} "
+                    f"--importance-frac {targs.get('importance_frac', 0)}"
+                    + (f" --masks {targs['masks']} --guidance-frac {targs['guidance_frac']}" if targs.get("masks") else "")
+                    + (" --refine" if targs.get("refine") else "")
+                    + (f" --init {targs['init']}" if targs.get("init") else "")
+                    + " && python -m semcom.train.export_jscc"),
         "notes": (f"{ck['step']} steps in {ck.get('elapsed_s', 0) / 60:.0f} min of CPU wall time; "
                   "MSE loss, SNR uniform in [-5, 20] dB, c uniform in {16, 32, 64}, decoder SNR input with "
                   f"±{targs['snr_jitter']} dB error; share {targs.get('importance_frac', 0)} of samples with "
-                  "random importance allocations and importance-weighted MSE"
-                  + (f"; initialised from {targs['init']}" if targs.get("init") else "") + "; see docs/jscc.md"),
+                  "importance allocations and importance-weighted MSE"
+                  + (f" (critical regions: guidance-module masks for a share {targs['guidance_frac']}, random "
+                     "ellipses otherwise)" if targs.get("masks") else " (random elliptic critical regions)")
+                  + (f"; initialised from {targs['init']}" if targs.get("init") else "")
+                  + "; earlier stages and budgets in docs/jscc.md"),
     }
     os.makedirs(args.models, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
