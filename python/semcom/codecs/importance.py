@@ -27,9 +27,11 @@ order, plane by plane (k = 0, 1, …). Unit mean power over the sent symbols.
 
 Side information: image size (4 bytes), payload symbols (4), weight·100 (2), levels (1),
 flags (1: bit 0 = map deflated, bits 1–2 = log2(map_block / 8)), then the map-block levels,
-⌈log2 L⌉ bits each (1 bit for two levels), raw-deflate compressed when that is shorter. Its channel cost is counted as ``side_coded_len`` complex channel uses (the header's
-RM-coded bits at one bit per channel use, one copy) and taken from the payload budget, so
-every weight (1:1 included) spends exactly the same channel uses.
+⌈log2 L⌉ bits each (1 bit for two levels), raw-deflate compressed when that is shorter.
+(No checksum of its own: the PHY's side-information CRC covers it.) Its channel cost is
+counted as ``side_coded_len`` complex channel uses (the header's RM-coded bits at one bit
+per channel use, one copy) and taken from the payload budget, so every weight (1:1
+included) spends exactly the same channel uses.
 
 ``ctx`` for ``encode``: ``snr_db`` (TX CSI), ``importance`` (H×W heatmap in [0, 1] or a
 boolean mask; absent → uniform), ``weight`` (≥ 1; 1 = uniform). Bad input raises

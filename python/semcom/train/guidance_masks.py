@@ -4,7 +4,7 @@
 
 For every training photo, the embedded segmenter's CNN names the ``--phrases`` ImageNet
 classes it sees most (e.g. "church", "valley", "lakeside"); each becomes a target phrase
-for ``semcom.guidance.make_guidance`` (the same path the flowgraph's guidance block takes:
+for ``semcom.guidance.policy.make_guidance`` (the same path the flowgraph's guidance block takes:
 heatmap, threshold, coverage and confidence rules), and every mask it keeps (critical region
 covering ``--min-coverage`` … ``max_coverage`` of the photo, no fallback) is stored at the
 photo's resolution. ``semcom.train.jscc --masks`` then crops the training samples and their
