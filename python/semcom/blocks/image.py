@@ -146,7 +146,9 @@ class image_source(threaded_source):
 class semantic_encoder(gr.basic_block):
     """Image PDU → symbol PDU for ``ofdm_tx``, with any codec of ``semcom.codecs``.
 
-    ``codec``: "jscc" or "separation"; ``rate``: bandwidth ratio ρ. ``tx_snr_db`` is the
+    ``codec``: a name of ``semcom.codecs.CODECS`` ("jscc", "separation", "importance_jscc") or a
+    codec object; ``rate``: bandwidth ratio ρ; ``codec_args``: extra keyword arguments of the
+    codec (e.g. ``{"map_block": 16}`` for importance_jscc). ``tx_snr_db`` is the
     TX's channel-state information until the receiver reports one: every PDU arriving on
     ``csi`` (connect ``ofdm_rx``'s ``out``: its ``snr_est_db``) updates it, i.e. an ideal
     feedback channel carrying the receiver's own estimate. With ``sounding_frames`` > 0
