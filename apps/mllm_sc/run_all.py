@@ -11,8 +11,6 @@ Exit status: the device's (0 when every image arrived and decoded).
 """
 import argparse
 import os
-import signal
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,28 +55,7 @@ def main(argv=None):
         dev_cmd += ["--json", f"{a.json}_device.json"]
         edge_cmd += ["--json", f"{a.json}_edge.json"]
     print(f"[run_all] uplink tcp://127.0.0.1:{up}, downlink tcp://127.0.0.1:{down}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
-    procs = []
-    rc = 2
-    try:
-        for cmd in (dev_cmd, edge_cmd):
-            procs.append(subprocess.Popen(cmd))
-        try:
-            rc = procs[0].wait(timeout=a.timeout + 30)
-        except subprocess.TimeoutExpired:
-            print("[run_all] the device did not exit in time", flush=True)
-    finally:
-        for pr in procs:
-            if pr.poll() is None:
-                pr.send_signal(signal.SIGINT)  # stops cleanly and prints its summary
-        for pr in reversed(procs):
-            try:
-                pr.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pr.kill()
-                pr.wait()
-    print(f"[run_all] {'OK' if rc == 0 else 'FAILED'} (device exit status {rc})", flush=True)
-    return rc
+    return common.supervise((dev_cmd, edge_cmd), a.timeout + 30, "run_all", "device")
 
 
 if __name__ == "__main__":

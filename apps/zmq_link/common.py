@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -71,3 +73,31 @@ def run_until(tb, done, timeout: float, stop: StopFlag, poll: float = 0.05) -> b
         tb.stop()
         tb.wait()
     return bool(done())
+
+
+def supervise(cmds, timeout: float, label: str, first: str = "first process") -> int:
+    """Start ``cmds`` in order, wait up to ``timeout`` s for the first one (the one whose exit
+    status decides), then stop the others with SIGINT (their StopFlag: clean stop and summary),
+    kill what is still running 10 s later. A SIGTERM to this process runs the same clean-up.
+    Returns the first process's exit status (2 if it did not exit in time)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    procs, rc = [], 2
+    try:
+        for cmd in cmds:
+            procs.append(subprocess.Popen(cmd))
+        try:
+            rc = procs[0].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"[{label}] the {first} did not exit in time", flush=True)
+    finally:
+        for pr in procs:
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGINT)
+        for pr in reversed(procs):
+            try:
+                pr.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pr.kill()
+                pr.wait()
+    print(f"[{label}] {'OK' if rc == 0 else 'FAILED'} ({first} exit status {rc})", flush=True)
+    return rc

@@ -11,7 +11,6 @@ least --min-fraction of the frames arrived). Needs ``from gnuradio import semcom
 """
 import argparse
 import os
-import subprocess
 import sys
 
 import common
@@ -54,27 +53,7 @@ def main(argv=None):
     tx_cmd = py + [os.path.join(HERE, "tx.py"), "--tx-port", str(tx_port), "--frames", str(a.frames),
                    "--payload-len", str(a.payload_len), "--seed", str(a.seed), "--interval", str(a.interval),
                    "--linger", "-1", "--timeout", str(a.timeout + 30)]
-    procs = []
-    try:
-        for cmd in (rx_cmd, ch_cmd, tx_cmd):
-            procs.append(subprocess.Popen(cmd))
-        try:
-            rc = procs[0].wait(timeout=a.timeout + 30)
-        except subprocess.TimeoutExpired:
-            print("[run_all] RX did not exit in time", flush=True)
-            rc = 2
-    finally:
-        for pr in reversed(procs):
-            if pr.poll() is None:
-                pr.terminate()
-        for pr in reversed(procs):
-            try:
-                pr.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pr.kill()
-                pr.wait()
-    print(f"[run_all] {'OK' if rc == 0 else 'FAILED'} (rx exit status {rc})", flush=True)
-    return rc
+    return common.supervise((rx_cmd, ch_cmd, tx_cmd), a.timeout + 30, "run_all", "rx")
 
 
 if __name__ == "__main__":
