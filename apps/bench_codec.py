@@ -3,16 +3,16 @@
 
 ORT runs the shipped models/jscc_enc.onnx + jscc_dec.onnx through the project runtime
 (checksums verified, the session options the flowgraph uses). Torch eager runs the same
-architecture (``semcom.train.jscc_model.DeepJSCC``) as it is trained (parallel conv
-branches) and with the branches merged as exported. The torch weights are freshly
-initialised, not the trained ones (the training checkpoint is not shipped); a convolutional
-network's latency does not depend on its weight values. Each figure is the best of several
-rounds of median timings, backends taking turns, all in one run.
+architecture (``semcom.train.jscc_model.DeepJSCC``, its options — Refine, GuideAttn — read
+off the ONNX files) in two forms: with the branches merged as exported, holding the shipped
+weights taken from the ONNX files (the outputs are compared with ORT's), and as it is
+trained (parallel conv branches; freshly initialised weights — the training checkpoint is not
+shipped, and a convolutional network's latency does not depend on its weight values). Each
+figure is the best of several rounds of median timings, backends taking turns, all in one run.
 
 Last line of output: ``ort_speedup_vs_torch: <ratio>`` (torch eager as trained / ORT).
 """
 import argparse
-import copy
 import sys
 import time
 
@@ -40,13 +40,14 @@ def main(argv=None):
     import torch
 
     from gnuradio.semcom.runtime import load_model
-    from gnuradio.semcom.train.jscc_model import C_MAX, STRIDE, DeepJSCC, fuse_repconvs
+    from gnuradio.semcom.train.export_jscc import torch_from_onnx
+    from gnuradio.semcom.train.jscc_model import C_MAX, STRIDE, DeepJSCC
 
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
-    trained = DeepJSCC().eval()
-    fused = fuse_repconvs(copy.deepcopy(trained)).eval()
     enc, dec = load_model("jscc_enc", threads=a.threads), load_model("jscc_dec", threads=a.threads)
+    fused = torch_from_onnx(enc.path, dec.path)
+    trained = DeepJSCC(refine=fused.decoder.refine, attn=fused.decoder.attn).eval()
     image = torch.rand(1, 3, a.size, a.size)
     snr, rate = torch.full((1, 1), 10.0), torch.full((1, 1), 0.5)
     latent = torch.randn(1, C_MAX, a.size // STRIDE, a.size // STRIDE)
@@ -62,12 +63,18 @@ def main(argv=None):
 
     fns = {"ort": lambda: (enc.run({"image": image.numpy(), **cond}), dec.run({"latent": latent.numpy(), **cond})),
            "torch_eager": torch_fn(trained), "torch_eager_merged": torch_fn(fused)}
+    with torch.inference_mode():
+        ref = (fused.encoder(image, snr, rate, alloc).numpy(), fused.decoder(latent, snr, rate, alloc).numpy())
+    out = fns["ort"]()
+    diff = max(float(np.abs(out[0]["latent"] - ref[0]).max()), float(np.abs(out[1]["image"] - ref[1]).max()))
     best = {k: float("inf") for k in fns}
     for _ in range(a.rounds):
         for k, fn in fns.items():
             time.sleep(0.3)
             best[k] = min(best[k], _median_ms(fn, a.runs))
-    print(f"JSCC encode+decode {a.size}x{a.size}, {a.threads} threads, providers {enc.providers}:")
+    arch = ", ".join(n for n, on in (("Refine", fused.decoder.refine), ("GuideAttn", fused.decoder.attn)) if on)
+    print(f"JSCC encode+decode {a.size}x{a.size} ({arch or 'plain'}), {a.threads} threads, "
+          f"providers {enc.providers}; max |ORT - torch| {diff:.1e}:")
     for k, v in best.items():
         print(f"  {k:<20} {v:8.1f} ms")
     print(f"  torch eager (merged branches) / ORT: {best['torch_eager_merged'] / best['ort']:.2f}")

@@ -149,37 +149,72 @@ def test_damaged_payload_still_decodes(codecs, astronaut, caplog):
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # raised inside torch.export
 def test_export_matches_torch(tmp_path):
-    """A (random-weight) model through the real export path: ORT reproduces torch."""
+    """A (random-weight) model through the real export path: ORT reproduces torch (sizes whose
+    latent grid is not a multiple of the attention's region size included), and the torch
+    model rebuilt from the ONNX files is the exported one."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
-    from gnuradio.semcom.train.export_jscc import check_ort, export_onnx
-    from gnuradio.semcom.train.jscc_model import SM, DeepJSCC, Refine
+    from gnuradio.semcom.train.export_jscc import check_ort, export_onnx, torch_from_onnx
+    from gnuradio.semcom.train.jscc_model import SM, DeepJSCC, GuideAttn, Refine
 
     torch.manual_seed(0)
-    model = DeepJSCC(refine=True).eval()
-    for m in model.modules():  # exercise the allocation and refinement paths (zero-initialised when fresh)
+    model = DeepJSCC(refine=True, attn=True).eval()
+    for m in model.modules():  # exercise the allocation, attention and refinement paths (zero-initialised when fresh)
+        # (zero biases too: the exporter shares equal initializers, which torch_from_onnx rejects)
         if isinstance(m, SM):
             torch.nn.init.normal_(m.net[2].weight, std=0.05)
+            torch.nn.init.normal_(m.net[2].bias, std=0.05)
         if isinstance(m, Refine):
             torch.nn.init.normal_(m.c2.weight, std=0.02)
+            torch.nn.init.normal_(m.c2.bias, std=0.02)
+        if isinstance(m, GuideAttn):
+            torch.nn.init.normal_(m.proj.weight, std=0.05)
+            torch.nn.init.normal_(m.proj.bias, std=0.05)
+            torch.nn.init.normal_(m.gamma, std=1.0)
     enc, dec = str(tmp_path / "enc.onnx"), str(tmp_path / "dec.onnx")
-    export_onnx(model, enc, dec)
+    fused = export_onnx(model, enc, dec)
     assert check_ort(model, enc, dec) < 1e-4
+    rebuilt = torch_from_onnx(enc, dec)
+    assert rebuilt.decoder.refine and rebuilt.decoder.attn and rebuilt.encoder.attn
+    ref = fused.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in rebuilt.state_dict().items())
 
 
-def test_refine_blocks_start_as_identity():
-    """A decoder with fresh Refine blocks, loaded from a model without them, gives the same image."""
+@pytest.mark.parametrize("extra, keys", [({"refine": True}, (".r1.", ".r2.")), ({"attn": True}, (".ga.",))])
+def test_added_blocks_start_as_identity(extra, keys):
+    """A model with fresh Refine / GuideAttn blocks, loaded from a model without them, gives the
+    same latent and image (so a further training stage starts where the last one ended)."""
     torch = pytest.importorskip("torch")
     from gnuradio.semcom.train.jscc_model import DeepJSCC
 
     torch.manual_seed(1)
     plain = DeepJSCC().eval()
-    refined = DeepJSCC(refine=True).eval()
-    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
-    assert missing and all(".r1." in k or ".r2." in k for k in missing) and not unexpected
+    grown = DeepJSCC(**extra).eval()
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(any(k_ in k for k_ in keys) for k in missing) and not unexpected
     x = torch.rand(1, 3, 32, 48)
     s = torch.full((1, 1), 10.0)
-    alloc = torch.full((1, 1, 4, 6), 0.5)
+    alloc = torch.rand(1, 1, 4, 6)
     with torch.no_grad():
         lat = plain.encoder(x, s, s, alloc)
-        assert torch.equal(plain.decoder(lat, s, s, alloc), refined.decoder(lat, s, s, alloc))
+        assert torch.equal(lat, grown.encoder(x, s, s, alloc))
+        assert torch.equal(plain.decoder(lat, s, s, alloc), grown.decoder(lat, s, s, alloc))
+
+
+def test_guide_attn_reads_the_allocation_map():
+    """Trained (non-zero) GuideAttn: the output at one place depends on the allocation elsewhere."""
+    torch = pytest.importorskip("torch")
+    from gnuradio.semcom.train.jscc_model import GuideAttn
+
+    torch.manual_seed(2)
+    ga = GuideAttn(8).eval()
+    torch.nn.init.normal_(ga.proj.weight, std=0.5)
+    torch.nn.init.normal_(ga.gamma, std=2.0)
+    x = torch.randn(1, 8, 8, 8)
+    a1 = torch.full((1, 1, 8, 8), 0.25)
+    a2 = a1.clone()
+    a2[..., 4:, 4:] = 1.0  # more channels in the bottom-right region only
+    with torch.no_grad():
+        y1, y2 = ga(x, a1), ga(x, a2)
+    assert y1.shape == x.shape
+    assert (y1[..., :4, :4] - y2[..., :4, :4]).abs().max() > 1e-3  # top-left features changed

@@ -36,7 +36,9 @@ TOLERANCE = 1e-4
 def load_checkpoint(path: str) -> tuple[DeepJSCC, dict]:
     """The trained model (training graph, eval mode) and the raw ``semcom.train.jscc`` checkpoint."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = DeepJSCC(refine=any(k.startswith("decoder.r1.") for k in ck["model"]))
+    keys = ck["model"]
+    model = DeepJSCC(refine=any(k.startswith("decoder.r1.") for k in keys),
+                     attn=any(k.startswith("decoder.ga.") for k in keys))
     model.load_state_dict(ck["model"])
     return model.eval(), ck
 
@@ -59,6 +61,28 @@ def export_onnx(model: DeepJSCC, enc_path: str, dec_path: str) -> DeepJSCC:
         torch.onnx.export(fused.decoder, (latent, snr, rate, alloc), dec_path, dynamo=True, external_data=False,
                           input_names=["latent", "snr_db", "rate", "alloc"], output_names=["image"],
                           dynamic_shapes=({2: h8, 3: w8}, None, None, {2: h8, 3: w8}), verbose=False)
+    return fused
+
+
+def torch_from_onnx(enc_path, dec_path) -> DeepJSCC:
+    """The fused torch model (RepConvs folded, eval mode) holding the weights of an exported pair.
+
+    The architecture (``refine``, ``attn``) is read off the initializer names, which are the
+    fused modules' state-dict keys; every parameter must be found (KeyError otherwise)."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {}
+    for part, path in (("encoder", enc_path), ("decoder", dec_path)):
+        for t in onnx.load(str(path)).graph.initializer:
+            weights[f"{part}.{t.name}"] = torch.from_numpy(numpy_helper.to_array(t).copy())
+    model = DeepJSCC(refine="decoder.r1.c1.weight" in weights, attn="decoder.ga.gamma" in weights)
+    fused = fuse_repconvs(model).eval()
+    state = fused.state_dict()
+    missing = [k for k in state if k not in weights]
+    if missing:
+        raise KeyError(f"{len(missing)} parameters not in the ONNX files, e.g. {missing[:3]}")
+    fused.load_state_dict({k: weights[k] for k in state})
     return fused
 
 
@@ -158,6 +182,7 @@ def main(argv=None):
                     f"--importance-frac {targs.get('importance_frac', 0)}"
                     + (f" --masks {targs['masks']} --guidance-frac {targs['guidance_frac']}" if targs.get("masks") else "")
                     + (" --refine" if targs.get("refine") else "")
+                    + (" --attn" if targs.get("attn") else "")
                     + (f" --init {targs['init']}" if targs.get("init") else "")
                     + " && python -m semcom.train.export_jscc"),
         "notes": (f"{ck['step']} steps in {ck.get('elapsed_s', 0) / 60:.0f} min of CPU wall time; "

@@ -209,6 +209,9 @@ def main(argv=None):
     ap.add_argument("--refine", action="store_true",
                     help="decoder with Refine blocks at 1/4 and 1/2 resolution (zero-initialised: with --init "
                          "from a model without them, training starts from the same outputs)")
+    ap.add_argument("--attn", action="store_true",
+                    help="GuideAttn cross-attention (image features ↔ allocation map) in encoder and decoder "
+                         "(zero-initialised like --refine)")
     ap.add_argument("--init", default="", help="start from this checkpoint's weights (fresh optimiser)")
     args = ap.parse_args(argv)
     if args.crop % STRIDE:
@@ -232,7 +235,7 @@ def main(argv=None):
     train = CropSampler([img for _, img in photos], args.crop, rng, masks)
     val = load_folder(args.val)
 
-    model = DeepJSCC(refine=args.refine)
+    model = DeepJSCC(refine=args.refine, attn=args.attn)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     warmup = min(100, args.steps // 10)
 

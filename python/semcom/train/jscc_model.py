@@ -27,6 +27,7 @@ C_MAX = 64
 #: channel counts the codec offers, largest first: ρ = c / 384 → 1/6, 1/12, 1/24
 CHANNELS = (64, 32, 16)
 SNR_SCALE = 10.0  # the AF modules see snr_db / SNR_SCALE
+POS_PERIODS = (4.0, 16.0, 64.0)  # GuideAttn position code periods, in latent blocks
 
 
 def rho_of(c: int) -> float:
@@ -154,6 +155,59 @@ class Refine(nn.Module):
         return x + self.c2(self.act(self.c1(x)))
 
 
+def _pos_code(h, w, step: float, like: torch.Tensor) -> torch.Tensor:
+    """(1, 4·len(POS_PERIODS), h, w) sin/cos code of grid positions ``(i + ½)·step`` in latent blocks."""
+    per = torch.tensor(POS_PERIODS, dtype=like.dtype, device=like.device)[:, None]
+    ay = 2 * torch.pi * ((torch.arange(h, dtype=like.dtype, device=like.device) + 0.5) * step)[None, :] / per
+    ax = 2 * torch.pi * ((torch.arange(w, dtype=like.dtype, device=like.device) + 0.5) * step)[None, :] / per
+    cy = torch.cat([ay.sin(), ay.cos()], dim=0)[:, :, None].expand(-1, -1, w)  # (2P, h, w)
+    cx = torch.cat([ax.sin(), ax.cos()], dim=0)[:, None, :].expand(-1, h, -1)
+    return torch.cat([cy, cx], dim=0)[None]
+
+
+class GuideAttn(nn.Module):
+    """Cross-attention between image features and the guidance (allocation) map.
+
+    Queries: every latent position's features, its allocation and position. Keys/values: one
+    token per map region of ``pool``×``pool`` latent blocks (32 px, the importance map's
+    block): the region's mean features and mean allocation, and its position; the attention
+    logits get a learned bias ``γ·alloc`` per key, so regions with more channel uses can draw
+    attention. The result is added to the features through a zero-initialised projection
+    (a model trained without it starts with identical output). Positions are sin/cos codes in
+    latent-block units (periods ``POS_PERIODS``), so any image size works. Projections are
+    1×1 convs (their weights keep their names through the ONNX export).
+    """
+
+    def __init__(self, ch: int, dim: int = 64, heads: int = 2, pool: int = 4):
+        super().__init__()
+        npe = 4 * len(POS_PERIODS)
+        self.heads, self.pool = heads, pool
+        self.q = nn.Conv2d(ch + 1 + npe, dim, 1)
+        self.k = nn.Conv2d(ch + 1 + npe, dim, 1)
+        self.v = nn.Conv2d(ch + 1, dim, 1)
+        self.gamma = nn.Parameter(torch.zeros(1, heads, 1, 1))
+        self.proj = nn.Conv2d(dim, ch, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x, alloc):
+        """``x`` (B, C, h, w); ``alloc`` (B, 1, h, w) → (B, C, h, w)."""
+        b, c, h, w = x.shape
+        xa = torch.cat([x, alloc], dim=1)
+        reg = nn.functional.avg_pool2d(xa, self.pool, self.pool, ceil_mode=True)
+        hp, wp = reg.shape[2], reg.shape[3]
+        nh = self.heads
+        q = self.q(torch.cat([xa, _pos_code(h, w, 1.0, x).expand(b, -1, -1, -1)], dim=1))
+        k = self.k(torch.cat([reg, _pos_code(hp, wp, float(self.pool), x).expand(b, -1, -1, -1)], dim=1))
+        v = self.v(reg)
+        q = q.reshape(b, nh, -1, h * w).transpose(2, 3)  # (B, heads, h·w, d)
+        k = k.reshape(b, nh, -1, hp * wp)  # (B, heads, d, n)
+        v = v.reshape(b, nh, -1, hp * wp).transpose(2, 3)  # (B, heads, n, d)
+        logits = q @ k / (q.shape[-1] ** 0.5) + self.gamma * reg[:, c:].reshape(b, 1, 1, hp * wp)
+        y = (logits.softmax(dim=-1) @ v).transpose(2, 3).reshape(b, -1, h, w)
+        return x + self.proj(y)
+
+
 def _cond(snr_db, rate):
     return torch.cat([snr_db / SNR_SCALE, rate], dim=1)
 
@@ -162,9 +216,12 @@ class Encoder(nn.Module):
     """image (B,3,H,W) in [0,1], snr_db (B,1), rate (B,1) = mean channels sent / C_MAX,
     alloc (B,1,H/8,W/8) = channels sent per block / C_MAX → latent (B,C_MAX,H/8,W/8)."""
 
-    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX):
+    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX, attn: bool = False):
         super().__init__()
         w1, w2, w3 = widths
+        self.attn = bool(attn)
+        if self.attn:
+            self.ga = GuideAttn(w3)
         self.d1 = nn.Sequential(nn.Conv2d(3, w1, 5, stride=2, padding=2), _act())
         self.d2 = nn.Sequential(nn.Conv2d(w1, w2, 5, stride=2, padding=2), _act())
         self.af2 = AF(w2)
@@ -182,6 +239,8 @@ class Encoder(nn.Module):
         x = self.af2(self.d2(self.d1(image * 2.0 - 1.0)), cond)
         x = self.sm3(self.af3(self.res1(self.d3(x)), cond), alloc)
         x = self.sm4(self.af4(self.res2(x), cond), alloc)
+        if self.attn:
+            x = self.ga(x, alloc)
         return self.out(x)
 
 
@@ -190,9 +249,12 @@ class Decoder(nn.Module):
 
     ``refine``: a ``Refine`` block after each of the first two upsamplers (1/4 and 1/2 resolution)."""
 
-    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX, refine: bool = False):
+    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX, refine: bool = False, attn: bool = False):
         super().__init__()
         w1, w2, w3 = widths
+        self.attn = bool(attn)
+        if self.attn:
+            self.ga = GuideAttn(w3)
         self.inp = nn.Sequential(RepConv(c_max, w3), _act())
         self.af1 = AF(w3)
         self.res1 = ResBlock(w3)
@@ -213,6 +275,8 @@ class Decoder(nn.Module):
     def forward(self, latent, snr_db, rate, alloc):
         cond = _cond(snr_db, rate)
         x = self.sm1(self.af1(self.inp(latent), cond), alloc)
+        if self.attn:
+            x = self.ga(x, alloc)
         x = self.sm2(self.af2(self.res1(x), cond), alloc)
         x = self.af3(self.res2(x), cond)
         x = self.af4(self.u1(x), cond)
@@ -248,11 +312,11 @@ def awgn(z: torch.Tensor, snr_db: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 class DeepJSCC(nn.Module):
     """Encoder + power normalisation + AWGN + decoder, for training and validation."""
 
-    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX, refine: bool = False):
+    def __init__(self, widths=(32, 64, 96), c_max: int = C_MAX, refine: bool = False, attn: bool = False):
         super().__init__()
         self.c_max = c_max
-        self.encoder = Encoder(widths, c_max)
-        self.decoder = Decoder(widths, c_max, refine)
+        self.encoder = Encoder(widths, c_max, attn)
+        self.decoder = Decoder(widths, c_max, refine, attn)
 
     def forward(self, image, snr_tx, snr_rx, c=None, alloc=None):
         """``snr_tx``/``snr_rx`` (B,1) dB: channel SNR seen by the encoder / told to the decoder;
