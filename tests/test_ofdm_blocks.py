@@ -159,16 +159,23 @@ def test_rx_matches_reference_receiver(rng):
 
 @pytest.mark.parametrize("n", [0, 1, 7, 5000])
 def test_pmt_vector_codecs_are_exact(rng, n):
-    from gnuradio.semcom.blocks import ofdm as blk
+    from gnuradio.semcom.blocks import pmtvec
 
     x = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
     ref = pmt.init_c32vector(n, x.tolist())  # the element-by-element conversion
-    assert pmt.equal(blk._c32_to_pmt(x), ref)
-    assert np.array_equal(blk._pmt_to_c32(ref), x)
+    assert pmt.equal(pmtvec.c32_to_pmt(x), ref)
+    assert np.array_equal(pmtvec.pmt_to_c32(ref), x)
     f = x.real.copy()
-    assert pmt.equal(blk._f32_to_pmt(f), pmt.init_f32vector(n, f.tolist()))
+    assert pmt.equal(pmtvec.f32_to_pmt(f), pmt.init_f32vector(n, f.tolist()))
+    u = rng.integers(0, 256, n).astype(np.uint8)
+    ref8 = pmt.init_u8vector(n, u.tolist())
+    assert pmt.equal(pmtvec.u8_to_pmt(u), ref8) and pmt.equal(pmtvec.u8_to_pmt(u.tobytes()), ref8)
+    got = pmtvec.pmt_to_u8(ref8)
+    assert got.dtype == np.uint8 and np.array_equal(got, u)
     with pytest.raises(ValueError, match="uniform vector"):
-        blk._pmt_to_c32(pmt.init_f32vector(n, f.tolist()))
+        pmtvec.pmt_to_c32(pmt.init_f32vector(n, f.tolist()))
+    with pytest.raises(ValueError, match="uniform vector"):
+        pmtvec.pmt_to_u8(ref)
 
 
 def test_rx_needs_no_trailing_signal(rng):

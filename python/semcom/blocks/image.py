@@ -25,6 +25,7 @@ from gnuradio import gr
 from .. import codecs as _codecs
 from ..images import load_images
 from .link import random_features, threaded_source
+from .pmtvec import c32_to_pmt, pmt_to_c32, pmt_to_u8, u8_to_pmt
 
 __all__ = ["image_source", "semantic_encoder", "semantic_decoder", "image_sink", "image_pdu", "pdu_image", "score",
            "overlay"]
@@ -39,7 +40,7 @@ def image_pdu(pixels: np.ndarray, meta: dict):
     for k, v in dict(meta, height=h, width=w).items():
         d = pmt.dict_add(d, pmt.intern(k), pmt.to_pmt(v))
     flat = np.ascontiguousarray(pixels, np.uint8).ravel()
-    return pmt.cons(d, pmt.init_u8vector(flat.size, flat))
+    return pmt.cons(d, u8_to_pmt(flat))
 
 
 def pdu_image(msg) -> tuple[np.ndarray | None, dict]:
@@ -47,7 +48,7 @@ def pdu_image(msg) -> tuple[np.ndarray | None, dict]:
     if not pmt.is_pair(msg) or not pmt.is_u8vector(pmt.cdr(msg)):
         raise ValueError("expected a PDU with a u8vector of RGB pixels")
     meta = pmt.to_python(pmt.car(msg)) or {}
-    data = np.asarray(pmt.u8vector_elements(pmt.cdr(msg)), np.uint8)
+    data = pmt_to_u8(pmt.cdr(msg))
     if data.size == 0:
         return None, meta
     h, w = int(meta.get("height", 0)), int(meta.get("width", 0))
@@ -184,7 +185,7 @@ class semantic_encoder(gr.basic_block):
             for k in range(self.sounding_frames):
                 x = random_features(0xC51, k, self.sounding_len)
                 meta = pmt.dict_add(pmt.make_dict(), pmt.intern("codec_id"), pmt.from_long(SOUNDING_CODEC_ID))
-                self.message_port_pub(pmt.intern("out"), pmt.cons(meta, pmt.init_c32vector(x.size, x)))
+                self.message_port_pub(pmt.intern("out"), pmt.cons(meta, c32_to_pmt(x)))
             self._timer = threading.Timer(self.csi_timeout_s, self._release)
             self._timer.daemon = True
             self._timer.start()
@@ -242,11 +243,11 @@ class semantic_encoder(gr.basic_block):
         for k, v in out.items():
             d = pmt.dict_add(d, pmt.intern(k), pmt.to_pmt(v))
         side = np.frombuffer(enc.side_info, np.uint8)
-        d = pmt.dict_add(d, pmt.intern("side_info"), pmt.init_u8vector(side.size, side))
+        d = pmt.dict_add(d, pmt.intern("side_info"), u8_to_pmt(side))
         sym = np.ascontiguousarray(enc.symbols, np.complex64)
         self.encoded += 1
         self.log.append(dict(out, n_symbols=int(sym.size), **enc.meta))
-        self.message_port_pub(pmt.intern("out"), pmt.cons(d, pmt.init_c32vector(sym.size, sym)))
+        self.message_port_pub(pmt.intern("out"), pmt.cons(d, c32_to_pmt(sym)))
 
 
 class semantic_decoder(gr.basic_block):
@@ -284,7 +285,7 @@ class semantic_decoder(gr.basic_block):
             return
         status, image = "ok", None
         try:
-            y = np.asarray(pmt.c32vector_elements(pmt.cdr(msg)), np.complex64)
+            y = pmt_to_c32(pmt.cdr(msg))
             side = bytes(bytearray(meta.get("side_info", b"")))
             csi = _codecs.Csi.from_meta(meta, y.size)
             y = csi.unbias(y, str(meta.get("equalizer", "zf")))

@@ -9,6 +9,7 @@ import pmt
 from gnuradio import gr
 
 from ..metrics import nmse_db
+from .pmtvec import c32_to_pmt, pmt_to_c32
 
 __all__ = ["feature_source", "link_monitor", "threaded_source"]
 
@@ -73,7 +74,7 @@ class feature_source(threaded_source):
             x = random_features(self.seed, seq, self.payload_len)
             meta = pmt.dict_add(pmt.make_dict(), pmt.intern("seq"), pmt.from_long(seq & 0xFFFF))
             meta = pmt.dict_add(meta, pmt.intern("codec_id"), pmt.from_long(self.codec_id))
-            self.message_port_pub(pmt.intern("out"), pmt.cons(meta, pmt.init_c32vector(len(x), x)))
+            self.message_port_pub(pmt.intern("out"), pmt.cons(meta, c32_to_pmt(x)))
             self.sent += 1
             if self.interval_s:
                 self._stop.wait(self.interval_s)
@@ -100,7 +101,7 @@ class link_monitor(gr.basic_block):
 
     def _handle(self, msg):
         meta = pmt.to_python(pmt.car(msg)) or {}
-        y = np.asarray(pmt.c32vector_elements(pmt.cdr(msg)), np.complex64)
+        y = pmt_to_c32(pmt.cdr(msg))
         seq = int(meta.get("seq", -1))
         x = random_features(self.seed, seq, len(y))
         row = dict(seq=seq, codec_id=int(meta.get("codec_id", -1)), hdr_payload_len=int(meta.get("payload_len", -1)),

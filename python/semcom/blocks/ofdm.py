@@ -17,6 +17,7 @@ from gnuradio import gr, pdu
 from ..phy import OfdmParams, profile as _profile
 from ..phy import header as _hdr
 from ..phy import modem as _m
+from .pmtvec import c32_to_pmt, f32_to_pmt, pmt_to_c32, u8_to_pmt
 
 __all__ = ["ofdm_tx", "ofdm_rx", "ofdm_framer", "frame_receiver", "make_params", "max_frame_symbols"]
 
@@ -55,28 +56,6 @@ def max_frame_symbols(p: OfdmParams, max_payload_len: int, max_side_len: int = 0
             + _m.n_payload_symbols(p, int(max_payload_len)))
 
 
-# ---------------------------------------------------------------------------------------
-# PMT uniform vectors ↔ numpy without a per-element conversion. A serialised uniform vector
-# is: type tag (2 bytes), length (u32, big-endian), 1 pad count + 1 pad byte, then the
-# elements in big-endian order; pmt.deserialize_str parses that in C++.
-def _uvec_codec(make, dtype):
-    head = pmt.serialize_str(make(0, []))[:2]
-
-    def to_pmt(x):
-        x = np.asarray(x, dtype=dtype)
-        return pmt.deserialize_str(head + len(x).to_bytes(4, "big") + b"\x01\x00" + x.tobytes())
-
-    def from_pmt(v):
-        s = pmt.serialize_str(v)
-        if s[:2] != head:
-            raise ValueError("not a uniform vector of the expected type")
-        return np.frombuffer(s, dtype, offset=8).astype(dtype[1:])
-
-    return to_pmt, from_pmt
-
-
-_c32_to_pmt, _pmt_to_c32 = _uvec_codec(pmt.init_c32vector, ">c8")
-_f32_to_pmt, _ = _uvec_codec(pmt.init_f32vector, ">f4")
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,7 +98,7 @@ class ofdm_framer(gr.basic_block):
                 raise ValueError("PDU vector must be a c32vector of feature symbols")
             if not pmt.is_dict(meta):
                 meta = pmt.make_dict()
-            x = _pmt_to_c32(vec)
+            x = pmt_to_c32(vec)
             if len(x) > self.max_payload_len:
                 raise ValueError(f"{len(x)} symbols exceed max_payload_len={self.max_payload_len}")
             codec = int(_pmt_get(meta, "codec_id", self.codec_id))
@@ -142,7 +121,7 @@ class ofdm_framer(gr.basic_block):
         out = pmt.make_dict()
         for key, v in zip(self._keys, (h.seq, h.codec_id, h.payload_len)):
             out = pmt.dict_add(out, key, pmt.from_long(v))
-        self.message_port_pub(pmt.intern("out"), pmt.cons(out, _c32_to_pmt(burst)))
+        self.message_port_pub(pmt.intern("out"), pmt.cons(out, c32_to_pmt(burst)))
 
 
 class ofdm_tx(gr.hier_block2):
@@ -225,11 +204,11 @@ class frame_receiver(gr.sync_block):
                        ("tx_gain_db", h.gain_db)):
             meta = pmt.dict_add(meta, k[key], pmt.from_double(float(v)))
         meta = pmt.dict_add(meta, k["equalizer"], self._eq)
-        meta = pmt.dict_add(meta, k["noise_var_sym"], _f32_to_pmt(prx.noise_var))
-        meta = pmt.dict_add(meta, k["chan"], _c32_to_pmt(prx.chan))
+        meta = pmt.dict_add(meta, k["noise_var_sym"], f32_to_pmt(prx.noise_var))
+        meta = pmt.dict_add(meta, k["chan"], c32_to_pmt(prx.chan))
         if h.side_len:
-            meta = pmt.dict_add(meta, k["side_info"], pmt.init_u8vector(len(prx.side), list(prx.side)))
-        return pmt.cons(meta, _c32_to_pmt(prx.symbols))
+            meta = pmt.dict_add(meta, k["side_info"], u8_to_pmt(prx.side))
+        return pmt.cons(meta, c32_to_pmt(prx.symbols))
 
 
 class ofdm_rx(gr.hier_block2):
