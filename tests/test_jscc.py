@@ -61,6 +61,26 @@ def test_encode_unit_power_and_symbol_count(codecs, astronaut, rate):
     assert entry.channel_uses_for(C=codec.c, H=256, W=256) == enc.symbols.size
 
 
+def test_int8_decoder_stays_close_to_float(codecs, astronaut):
+    """The shipped int8 decoder: same symbols in, an image within a few tenths of a dB of the
+    float decoder's, and its output close to the float output; unknown decoders are refused."""
+    manifest = load_manifest()
+    entry = manifest.entry("jscc_dec_int8")
+    verify_files(manifest.models_dir, entry)
+    assert entry.size_bytes < 0.5 * manifest.entry("jscc_dec").size_bytes  # int8 weights
+    q = JsccCodec(rate=1 / 12, threads=2, decoder="jscc_dec_int8")
+    f = codecs[1 / 12]
+    rng = np.random.default_rng(5)
+    for snr in (0.0, 10.0):
+        enc = f.encode(astronaut, {"snr_db": snr})
+        y = awgn(enc.symbols, snr, rng)
+        a, b = f.decode(y, enc.side_info, Csi(snr)), q.decode(y, enc.side_info, Csi(snr))
+        assert psnr(b, a) > 35.0
+        assert psnr(b, astronaut) > psnr(a, astronaut) - 0.5
+    with pytest.raises(ValueError, match="decoder"):
+        JsccCodec(decoder="jscc_enc")
+
+
 def test_rate_accepts_fraction_strings_and_rejects_others():
     assert JsccCodec(rate="1/24").c == 16
     with pytest.raises(ValueError, match="1/6, 1/12, 1/24"):

@@ -150,9 +150,9 @@ class ImportanceJsccCodec(JsccCodec):
     name = "importance_jscc"
 
     def __init__(self, rate=1 / 12, levels=2, weight=1.0, map_block=32, models_dir=None, providers=None,
-                 threads=None):
+                 threads=None, decoder="jscc_dec"):
         want = _as_ratio(rate)
-        super().__init__(rate=1 / 12, models_dir=models_dir, providers=providers, threads=threads)
+        super().__init__(rate=1 / 12, models_dir=models_dir, providers=providers, threads=threads, decoder=decoder)
         lo, hi = 2.0 / (6.0 * self.stride ** 2), self.c_max / (6.0 * self.stride ** 2)
         if not (math.isfinite(want) and lo <= want <= hi):
             raise ValueError(f"rate {rate!r} outside what the model can send: 1/{round(1 / lo)}…1/{round(1 / hi)}")

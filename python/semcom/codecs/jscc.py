@@ -42,6 +42,7 @@ __all__ = ["JsccCodec"]
 log = logging.getLogger("gr-semcom.codecs.jscc")
 
 ENC_NAME, DEC_NAME = "jscc_enc", "jscc_dec"
+DECODERS = (DEC_NAME, "jscc_dec_int8")
 DEFAULT_SNR_DB = 10.0
 
 
@@ -53,14 +54,19 @@ def _as_ratio(rate) -> float:
 
 
 class JsccCodec(Codec):
-    """Deep JSCC image codec; ``rate`` is the bandwidth ratio ρ (1/6, 1/12 or 1/24)."""
+    """Deep JSCC image codec; ``rate`` is the bandwidth ratio ρ (1/6, 1/12 or 1/24).
+
+    ``decoder``: the decoder model, ``"jscc_dec"`` (float32) or ``"jscc_dec_int8"`` (its int8
+    quantization, ``semcom.train.quantize_jscc``: faster, output within ~42 dB PSNR of float)."""
 
     codec_id = 1
     name = "jscc"
 
-    def __init__(self, rate=1 / 12, models_dir=None, providers=None, threads=None):
+    def __init__(self, rate=1 / 12, models_dir=None, providers=None, threads=None, decoder=DEC_NAME):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self._enc = load_model(ENC_NAME, models_dir=models_dir, providers=providers, threads=threads)
-        self._dec = load_model(DEC_NAME, models_dir=models_dir, providers=providers, threads=threads)
+        self._dec = load_model(decoder, models_dir=models_dir, providers=providers, threads=threads)
         extra = self._enc.entry.extra
         self.stride = int(extra["stride"])
         self.c_max = int(extra["c_max"])

@@ -31,12 +31,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10.0 * math.log10(255.0 ** 2 / max(mse, 1e-10))
 
 
-def evaluate(images, rates=RATES, snrs=SNRS, seed: int = 0, models_dir=None, threads=None) -> dict:
+def evaluate(images, rates=RATES, snrs=SNRS, seed: int = 0, models_dir=None, threads=None,
+             decoder: str = "jscc_dec") -> dict:
     """{(rate, snr): mean PSNR} over ``images`` (uint8 HxWx3 arrays)."""
     rng = np.random.default_rng(seed)
     res = {}
     for rate in rates:
-        codec = JsccCodec(rate=rate, models_dir=models_dir, threads=threads)
+        codec = JsccCodec(rate=rate, models_dir=models_dir, threads=threads, decoder=decoder)
         for snr in snrs:
             scores = []
             for img in images:
@@ -61,14 +62,15 @@ def main(argv=None):
     ap.add_argument("--models", default=None, help="models folder (default: the runtime's)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--decoder", default="jscc_dec", help="decoder model: jscc_dec or jscc_dec_int8")
     args = ap.parse_args(argv)
     names = sorted(n for n in os.listdir(args.val) if n.lower().endswith(IMAGE_EXTENSIONS))
     images = []
     for n in names:
         with Image.open(os.path.join(args.val, n)) as im:
             images.append(np.array(im.convert("RGB")))
-    res = evaluate(images, seed=args.seed, models_dir=args.models, threads=args.threads)
-    print(f"mean PSNR (dB) over {len(images)} images in {args.val}: {', '.join(names)}")
+    res = evaluate(images, seed=args.seed, models_dir=args.models, threads=args.threads, decoder=args.decoder)
+    print(f"mean PSNR (dB), decoder {args.decoder}, over {len(images)} images in {args.val}: {', '.join(names)}")
     print(markdown(res))
 
 
