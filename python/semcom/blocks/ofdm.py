@@ -56,8 +56,6 @@ def max_frame_symbols(p: OfdmParams, max_payload_len: int, max_side_len: int = 0
             + _m.n_payload_symbols(p, int(max_payload_len)))
 
 
-
-
 # ---------------------------------------------------------------------------------------
 # Transmitter
 class ofdm_framer(gr.basic_block):
