@@ -6,8 +6,8 @@ Static QDQ quantization with ONNX Runtime's toolchain: every Conv of the decoder
 weights (per output channel, symmetric) and uint8 activations whose ranges are calibrated
 (min/max) on decoder inputs made the way the link makes them: random 256×256 crops of the
 training photos through the shipped fp32 encoder, power-normalised, AWGN at an SNR uniform in
-[−5, 20] dB, ρ cycling through the three rates. The element-wise ops, the AF/SM conditioning
-and the output stay float. The encoder is not quantized: its first conv (the image's range)
+[−5, 20] dB, ρ cycling through the three rates. Only Convs are quantized (the SM modules'
+convs included); the AF modules' MLPs, the element-wise ops and the output stay float. The encoder is not quantized: its first conv (the image's range)
 and its latent output lost 10–20 % of relative accuracy that way (docs/jscc.md).
 
 Before registering, the int8 decoder is compared with the fp32 one on held-out crops
