@@ -215,6 +215,12 @@ class ImportanceJsccCodec(JsccCodec):
 
     def parse_side_info(self, side_info: bytes) -> tuple[int, int, np.ndarray, float, int]:
         """Side information → (height, width, planes per block, weight, payload symbols)."""
+        h, w, lv, levels, weight, budget = self._read_side(side_info)
+        return h, w, allocate_planes(lv, weight, budget, self.max_planes, levels), weight, budget
+
+    def _read_side(self, side_info: bytes) -> tuple[int, int, np.ndarray, int, float, int]:
+        """Side information → (height, width, latent-block levels, level count, weight, payload
+        symbols); ValueError when malformed."""
         side_info = bytes(side_info)
         if len(side_info) < _FIXED.size:
             raise ValueError(f"importance-JSCC side information needs ≥ {_FIXED.size} bytes, got {len(side_info)}")
@@ -224,8 +230,7 @@ class ImportanceJsccCodec(JsccCodec):
         if not 2 <= levels <= 4:
             raise ValueError(f"side information names {levels} importance levels (2…4)")
         weight = self._check_weight(w100 / 100)
-        lv = self._levels(h, w, levels, flags, side_info[_FIXED.size:])
-        return h, w, allocate_planes(lv, weight, budget, self.max_planes, levels), weight, budget
+        return h, w, self._levels(h, w, levels, flags, side_info[_FIXED.size:]), levels, weight, budget
 
     def _levels(self, h: int, w: int, levels: int, flags: int, body: bytes) -> np.ndarray:
         """Latent-block levels from the side information's map."""
@@ -271,10 +276,7 @@ class ImportanceJsccCodec(JsccCodec):
 
     def levels_map(self, side_info: bytes) -> np.ndarray:
         """The block importance levels a frame carries, upsampled to the image (uint8 (H, W))."""
-        side_info = bytes(side_info)
-        h, w, *_ = self.parse_side_info(side_info)
-        _, _, _, _, levels, flags = _FIXED.unpack_from(side_info)
-        lv = self._levels(h, w, levels, flags, side_info[_FIXED.size:])
+        h, w, lv, *_ = self._read_side(side_info)
         return _expand(lv, self.stride, (h, w)).astype(np.uint8)
 
 

@@ -57,7 +57,7 @@ class JsccCodec(Codec):
     """Deep JSCC image codec; ``rate`` is the bandwidth ratio ρ (1/6, 1/12 or 1/24).
 
     ``decoder``: the decoder model, ``"jscc_dec"`` (float32) or ``"jscc_dec_int8"`` (its int8
-    quantization, ``semcom.train.quantize_jscc``: faster, output within ~42 dB PSNR of float)."""
+    quantization, ``semcom.train.quantize_jscc``: faster, output ~42 dB PSNR from the float one's)."""
 
     codec_id = 1
     name = "jscc"
@@ -147,7 +147,13 @@ class JsccCodec(Codec):
 
     def _decode_latent(self, latent: np.ndarray, snr_db: float, channels: np.ndarray, h: int, w: int) -> np.ndarray:
         """(c_max, h8, w8) latent, zeros where nothing was sent → uint8 (H, W, 3)."""
-        out = self._dec.run({"latent": latent[None].astype(np.float32), **self._cond(snr_db, channels)})["image"]
+        return self._run_decoder(self._decoder_feeds(latent, snr_db, channels), h, w)
+
+    def _decoder_feeds(self, latent: np.ndarray, snr_db: float, channels: np.ndarray) -> dict:
+        return {"latent": latent[None].astype(np.float32), **self._cond(snr_db, channels)}
+
+    def _run_decoder(self, feeds: dict, h: int, w: int) -> np.ndarray:
+        out = self._dec.run(feeds)["image"]
         return np.clip(np.rint(out[0, :, :h, :w].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
 
     @staticmethod
@@ -178,8 +184,9 @@ class JsccCodec(Codec):
             raise ValueError(f"side information names {c} latent channels; the model sends {self.channels}")
         return h, w, c
 
-    def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray:
-        """Received symbols → uint8 (H, W, 3), decoded at the receiver's SNR estimate ``csi.snr_db``."""
+    def decoder_inputs(self, symbols, side_info: bytes, csi: Csi) -> tuple[dict, tuple[int, int]]:
+        """A received frame → (the decoder model's feeds, image (H, W)): what ``decode`` runs
+        (also the calibration data of ``semcom.train.quantize_jscc``)."""
         h, w, c = self.parse_side_info(side_info)
         snr = self._clip_snr(float(csi.snr_db), "csi.snr_db")
         y = self._clean(symbols, self._n_symbols(c, h, w), f"jscc {h}x{w} c={c}")
@@ -188,7 +195,12 @@ class JsccCodec(Codec):
         latent = np.zeros((self.c_max, h8, w8), np.float32)
         latent[0:c:2] = planes.real
         latent[1:c:2] = planes.imag
-        return self._decode_latent(latent, snr, np.full((h8, w8), c), h, w)
+        return self._decoder_feeds(latent, snr, np.full((h8, w8), c)), (h, w)
+
+    def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray:
+        """Received symbols → uint8 (H, W, 3), decoded at the receiver's SNR estimate ``csi.snr_db``."""
+        feeds, (h, w) = self.decoder_inputs(symbols, side_info, csi)
+        return self._run_decoder(feeds, h, w)
 
 
 def _unit_power(sym: np.ndarray) -> tuple[np.ndarray, float]:
