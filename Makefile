@@ -11,7 +11,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export GRC_BLOCKS_PATH := $(PREFIX)/share/gnuradio/grc/blocks
 export SEMCOM_PREFIX := $(PREFIX)
 
-.PHONY: demo test setup install apt venv clean bench
+.PHONY: demo test setup install apt venv clean bench grc grc-deps
 
 demo: install
 	$(PY) apps/image_link.py
@@ -26,6 +26,21 @@ bench: install
 	$(PY) apps/bench_guidance.py
 
 setup: install
+
+# GNU Radio Companion with this module: the venv's interpreter runs GRC, so Run (F6) executes
+# flowgraphs with it too (GRC runs them with its own interpreter) and they import gnuradio.semcom.
+# `make grc FLOWGRAPH=apps/loopback_qt.grc` opens a flowgraph directly.
+FLOWGRAPH ?=
+GRC_APT   := gir1.2-gtk-3.0 python3-gi-cairo
+grc: install grc-deps
+	$(PY) $$(command -v gnuradio-companion) $(FLOWGRAPH)
+
+# Gtk 3 introspection: GRC needs it and `--no-install-recommends` leaves it out.
+grc-deps:
+	@if ! dpkg -s $(GRC_APT) >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(GRC_APT); \
+	fi
 
 # 1. Debian packages (GNU Radio is only packaged by Debian for /usr/bin/python3).
 $(VENV)/.apt-stamp:
