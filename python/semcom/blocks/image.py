@@ -24,6 +24,7 @@ from gnuradio import gr
 
 from .. import codecs as _codecs
 from ..images import load_images
+from ..summary import image_line, image_summary
 from .link import random_features, threaded_source
 from .pmtvec import c32_to_pmt, pmt_to_c32, pmt_to_u8, u8_to_pmt
 
@@ -86,12 +87,15 @@ class image_source(threaded_source):
     flight, sending the next one when a message arrives on ``next`` (connect the image
     sink's ``ack``; window 1 = stop-and-wait) or after ``timeout_s`` without one (a lost
     frame); "interval" sends one every ``interval_s``.
+    After the last image (acknowledged or timed out with "ack") the source ends the
+    flowgraph ``linger_s`` seconds later (``threaded_source``; < 0: keeps it running).
     Unreadable files are skipped and listed in ``skipped``; an empty folder or missing
     path raises ValueError when the block is built.
     """
 
-    def __init__(self, path="", size=0, limit=0, repeat=1, pace="ack", interval_s=0.0, timeout_s=10.0, window=1):
-        threaded_source.__init__(self, "semcom_image_source")
+    def __init__(self, path="", size=0, limit=0, repeat=1, pace="ack", interval_s=0.0, timeout_s=10.0, window=1,
+                 linger_s=0.0):
+        threaded_source.__init__(self, "semcom_image_source", linger_s)
         if pace not in ("ack", "interval"):
             raise ValueError(f"pace must be 'ack' or 'interval', got {pace!r}")
         if int(repeat) < 1 or float(interval_s) < 0 or float(timeout_s) <= 0 or int(window) < 1:
@@ -342,25 +346,49 @@ class image_sink(gr.basic_block):
     feature distance). A frame of the importance codec also gets ``<file>_mask.png``, the
     received image with the importance map its header carried tinted red. An empty
     PDU (the receiver has nothing) is scored against a mid-grey image of the reference's
-    size, which is what a display shows with no data. ``out_dir`` "" = no files; ``csv_path``
-    appends one row per image; ``metrics=False`` skips the scoring (throughput runs).
-    Every PDU triggers a message on ``ack``.
+    size, which is what a display shows with no data. ``out_dir`` "" = no files; ``csv_path``:
+    one row per image, the file rewritten when the flowgraph starts (``csv_mode`` "w") or
+    appended to ("a"); ``metrics=False`` skips the scoring (throughput runs).
+    Every PDU triggers a message on ``ack``. ``verbose``: one line per image (seq, name,
+    codec, status, estimated SNR, PSNR) and, when the flowgraph ends, a summary (images
+    received of ``expected`` (0: the reference set, or the highest seq seen), lost, mean PSNR).
     """
 
     FIELDS = ("seq", "name", "codec", "status", "snr_est_db", "psnr", "ssim", "ms_ssim", "effnet_dist", "file", "t")
 
-    def __init__(self, reference="", size=0, limit=0, out_dir="", csv_path="", label="", metrics=True):
+    def __init__(self, reference="", size=0, limit=0, out_dir="", csv_path="", label="", metrics=True,
+                 csv_mode="w", verbose=True, expected=0):
         gr.basic_block.__init__(self, "semcom_image_sink", None, None)
-        self.metrics = bool(metrics)
+        if csv_mode not in ("w", "a"):
+            raise ValueError(f"csv_mode must be 'w' (overwrite) or 'a' (append), got {csv_mode!r}")
+        self.metrics, self.csv_mode, self.verbose = bool(metrics), csv_mode, bool(verbose)
         self.images = load_images(reference or None, int(size), int(limit))
         self.out_dir, self.csv_path, self.label = str(out_dir), str(csv_path), str(label)
         if self.out_dir:
             os.makedirs(self.out_dir, exist_ok=True)
+        self.expected = int(expected) or len(self.images)
         self.rows = []
         self._lock = threading.Lock()
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("ack"))
         self.set_msg_handler(pmt.intern("in"), self._handle)
+
+    def start(self):
+        if self.csv_path and (self.csv_mode == "w" or not os.path.exists(self.csv_path)
+                              or os.path.getsize(self.csv_path) == 0):
+            with open(self.csv_path, "w", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.FIELDS).writeheader()
+        return True
+
+    def stop(self):
+        if self.verbose:
+            print(self.summary(), flush=True)
+        return True
+
+    def summary(self) -> str:
+        with self._lock:
+            rows = list(self.rows)
+        return image_summary(rows, self.expected)
 
     def _handle(self, msg):
         try:
@@ -392,8 +420,10 @@ class image_sink(gr.basic_block):
                     row["file"][:-4] + "_mask.png")
         with self._lock:
             self.rows.append(row)
+        if self.verbose:
+            print(image_line(row), flush=True)
         if self.csv_path:
-            new = not os.path.exists(self.csv_path)
+            new = not os.path.exists(self.csv_path) or os.path.getsize(self.csv_path) == 0
             with open(self.csv_path, "a", newline="") as f:
                 wr = csv.DictWriter(f, fieldnames=self.FIELDS)
                 if new:

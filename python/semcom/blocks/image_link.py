@@ -103,7 +103,8 @@ class image_link_flowgraph(gr.top_block):
         self.rx = ofdm_rx(profile=p, equalizer=cfg.equalizer, max_payload_len=max_len, max_side_len=max_side)
         self.dec = semantic_decoder(self.codec, on_failure=cfg.on_failure)
         self.sink = image_sink(cfg.images, cfg.size, cfg.limit, out_dir=cfg.out_dir,
-                               label=f"_snr{cfg.snr_db:g}_{cfg.channel}", metrics=cfg.metrics)
+                               label=f"_snr{cfg.snr_db:g}_{cfg.channel}", metrics=cfg.metrics,
+                               verbose=False)
         if self.guide is None:
             self.msg_connect(self.src, "out", self.enc, "in")
         else:

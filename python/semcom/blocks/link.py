@@ -9,6 +9,7 @@ import pmt
 from gnuradio import gr
 
 from ..metrics import nmse_db
+from ..summary import frame_summary
 from .pmtvec import c32_to_pmt, pmt_to_c32
 
 __all__ = ["feature_source", "link_monitor", "threaded_source"]
@@ -22,12 +23,22 @@ def random_features(seed: int, seq: int, length: int) -> np.ndarray:
 
 class threaded_source(gr.basic_block):
     """Base of message sources that publish on ``out`` from a worker thread (``_run``)
-    between the flowgraph's start() and stop(); ``_stop`` is set when it must end."""
+    between the flowgraph's start() and stop(); ``_stop`` is set when it must end.
 
-    def __init__(self, name):
+    When ``_run`` returns on its own (everything sent), the source waits ``linger_s`` seconds
+    and then ends: it posts "done" to its own system port, GNU Radio passes it on to every
+    block downstream (message and stream) once they have handled what is queued, and a
+    finite flowgraph ends by itself (``tb.wait()`` returns, GRC's Run to Completion).
+    ``linger_s`` < 0: the source never ends the flowgraph (it runs until stopped).
+    ``ended``: the source has posted "done".
+    """
+
+    def __init__(self, name, linger_s=0.0):
         gr.basic_block.__init__(self, name, None, None)
         self._stop = threading.Event()
         self._thread = None
+        self.linger_s = float(linger_s)
+        self.ended = False
         self.message_port_register_out(pmt.intern("out"))
 
     def _run(self):
@@ -36,9 +47,17 @@ class threaded_source(gr.basic_block):
     def _wake(self):
         """Called by stop() after ``_stop`` is set: release anything ``_run`` waits on."""
 
+    def _body(self):
+        self._run()
+        if self._stop.is_set() or self.linger_s < 0 or (self.linger_s and self._stop.wait(self.linger_s)):
+            return
+        self.ended = True
+        self._post(pmt.intern("system"), pmt.cons(pmt.intern("done"), pmt.from_long(1)))
+
     def start(self):
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.ended = False
+        self._thread = threading.Thread(target=self._body, daemon=True)
         self._thread.start()
         return True
 
@@ -51,7 +70,8 @@ class threaded_source(gr.basic_block):
 
 
 class feature_source(threaded_source):
-    """Emits ``n_frames`` PDUs of random unit-power feature symbols (then stops emitting).
+    """Emits ``n_frames`` PDUs of random unit-power feature symbols, then ends the flowgraph
+    ``linger_s`` seconds after the last one (``threaded_source``; < 0: keeps running).
 
     Message output ``out``: PDU with metadata ``seq`` and ``codec_id`` and a c32vector of
     ``payload_len`` symbols, one every ``interval_s`` seconds (0 = as fast as possible,
@@ -59,8 +79,8 @@ class feature_source(threaded_source):
     The symbols are reproducible from (seed, seq): the monitor regenerates them.
     """
 
-    def __init__(self, n_frames=100, payload_len=1024, seed=0, interval_s=0.0, codec_id=0):
-        threaded_source.__init__(self, "semcom_feature_source")
+    def __init__(self, n_frames=100, payload_len=1024, seed=0, interval_s=0.0, codec_id=0, linger_s=0.0):
+        threaded_source.__init__(self, "semcom_feature_source", linger_s)
         if int(n_frames) < 0 or int(payload_len) < 1 or float(interval_s) < 0:
             raise ValueError("n_frames >= 0, payload_len >= 1, interval_s >= 0 required")
         self.n_frames, self.payload_len = int(n_frames), int(payload_len)
@@ -89,11 +109,15 @@ class link_monitor(gr.basic_block):
     Message input ``in``: PDUs from ``ofdm_rx``. Regenerates the sent symbols of a
     ``feature_source`` with the same seed and prints one line per frame (``verbose``).
     ``true_snr_db`` is only printed beside the estimate, never given to the receiver.
+    When the flowgraph ends (``stop()``) it prints a summary line (``verbose``): frames
+    received of ``expected`` (0: judged from the highest seq seen), lost, mean NMSE and
+    estimated SNR, header failures.
     """
 
-    def __init__(self, seed=0, true_snr_db=float("nan"), verbose=True, rx=None):
+    def __init__(self, seed=0, true_snr_db=float("nan"), verbose=True, rx=None, expected=0):
         gr.basic_block.__init__(self, "semcom_link_monitor", None, None)
         self.seed, self.true_snr_db, self.verbose, self.rx = int(seed), float(true_snr_db), bool(verbose), rx
+        self.expected = int(expected)
         self.rows = []
         self._lock = threading.Lock()
         self.message_port_register_in(pmt.intern("in"))
@@ -118,3 +142,13 @@ class link_monitor(gr.basic_block):
     def count(self) -> int:
         with self._lock:
             return len(self.rows)
+
+    def summary(self) -> str:
+        with self._lock:
+            rows = list(self.rows)
+        return frame_summary(rows, self.expected, rows[-1]["header_failures"] if rows else 0)
+
+    def stop(self):
+        if self.verbose:
+            print(self.summary(), flush=True)
+        return True
