@@ -65,8 +65,9 @@ def main(argv=None):
                   rho=" ".join(a.rho), channel=" ".join(a.channel), snr_db=" ".join(f"{s:g}" for s in a.snr),
                   profile=a.profile, seeds=" ".join(map(str, a.seeds)))
     notes = ["SNR is Es/N0 per complex channel use; the decoders and the adaptive baseline use only the receiver's "
-             "own SNR estimates. 'nothing received' images (lost frame or failed CRC) are scored against a "
-             "mid-grey image."]
+             "own SNR estimates. Images with nothing received (lost frame, failed CRC, no usable rate) are "
+             "counted apart and left out of the means and the plot lines (marked with a red X); the CSV keeps "
+             "their score against the mid-grey image a display shows instead."]
     path = report.write_report(rows, a.out, "gr-semcom image link", config, originals, notes)
     print(report.format_summary(report.summarize(rows)))
     print(f"{len(rows)} images in {time.time() - t0:.1f} s")

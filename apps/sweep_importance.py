@@ -29,8 +29,9 @@ def _num(v) -> float:
     return float("nan") if v in ("", None) else float(v)
 
 
-def _examples(rows, data, size, limit=12):
-    """Report rows: per case the original, then every received image (mask overlay when sent)."""
+def _examples(rows, data, size, out_dir, limit=12):
+    """Report rows: per case the original, then every received image (mask overlay when sent),
+    one grid column per (weight, SNR, channel); thumbnails link to the saved PNG."""
     from PIL import Image
 
     out = {}
@@ -43,12 +44,16 @@ def _examples(rows, data, size, limit=12):
                             original=load_images(case_source(data, r["image"]), size).items[0].pixels, cells=[])
         f = str(r.get("file") or "")
         shown = f[:-4] + "_mask.png" if f and os.path.exists(f[:-4] + "_mask.png") else f
-        img = None
-        if shown and os.path.exists(shown):
+        img, href = None, ""
+        if report.received(r) and shown and os.path.exists(shown):
             with Image.open(shown) as im:
                 img = np.asarray(im.convert("RGB"))
-        out[key]["cells"].append((f"w {_num(r['weight']):g}, {_num(r['snr_db']):g} dB {r['channel']}: in "
-                                  f"{_num(r['psnr_in']):.1f} / bg {_num(r['psnr_bg']):.1f} dB", img))
+            href = os.path.relpath(os.path.abspath(shown), os.path.abspath(out_dir)).replace(os.sep, "/")
+        column = f"w {_num(r['weight']):g}, {_num(r['snr_db']):g} dB {r['channel']}".replace("-", "−") + (
+            f", seed {r['seed']}" if len({x['seed'] for x in rows}) > 1 else "")
+        cap = (f"in {_num(r['psnr_in']):.1f} / bg {_num(r['psnr_bg']):.1f} dB, IoU {_num(r['iou']):.2f}"
+               if img is not None else "not counted in the means")
+        out[key]["cells"].append((cap, img, dict(column=column, href=href, status=str(r.get("status", "")))))
     return list(out.values())
 
 
@@ -70,22 +75,36 @@ def main(argv=None):
     summary = summarize(rows)
     plots = []
     for metric in METRICS:
-        lines = defaultdict(list)
+        lines, lost = defaultdict(list), defaultdict(list)
         for m in summary:
-            lines[f"{m['channel']} {m['snr_db']:g} dB"].append((m["weight"], m[metric]))
+            label = f"{m['channel']} {m['snr_db']:g} dB"
+            if m["received"] == 0:  # nothing received: marked apart, not on the line
+                lost[label].append(m["weight"])
+                lines.setdefault(label, [])  # keeps the label's colour
+            elif np.isfinite(m[metric]):
+                lines[label].append((m["weight"], m[metric]))
         png = report.plot_lines(lines, "importance weight (critical : background channel uses per pixel)",
-                                LABELS[metric], f"MLLM-SC: {LABELS[metric]}")
+                                LABELS[metric] + " ↑", f"MLLM-SC: {LABELS[metric]}", lost=lost)
         with open(os.path.join(a.out, f"{metric}_vs_weight.png"), "wb") as f:
             f.write(png)
         plots.append((LABELS[metric], png))
-    table = (["channel", "SNR (dB)", "weight", "PSNR in mask", "PSNR background", "PSNR", "IoU", "runs"],
-             [[m["channel"], f"{m['snr_db']:g}", f"{m['weight']:g}", f"{m['psnr_in']:.2f}", f"{m['psnr_bg']:.2f}",
-               f"{m['psnr']:.2f}", f"{m['iou']:.3f}", m["n"]] for m in summary])
+
+    def cell(m, key, fmt):
+        return "lost" if m["received"] == 0 else f"{m[key]:{fmt}}" if np.isfinite(m[key]) else "–"
+
+    table = (["channel", "SNR (dB)", "weight", "received", "PSNR in mask (dB) ↑", "PSNR background (dB) ↑",
+              "PSNR (dB) ↑", "IoU ↑", "nothing received"],
+             [[m["channel"], f"{m['snr_db']:g}", f"{m['weight']:g}", f"{m['received']}/{m['n']}",
+               cell(m, "psnr_in", ".2f"), cell(m, "psnr_bg", ".2f"), cell(m, "psnr", ".2f"), cell(m, "iou", ".3f"),
+               f"{m['lost']} lost" if m["lost"] else "0"] for m in summary])
     config = {k: v for k, v in vars(a).items() if k != "quiet"}
-    page = report.html_report("gr-semcom: MLLM-SC importance-aware image link", config, (), _examples(rows, a.data, a.size),
-                              plots, notes=["Budget fixed per image (side information included); the mask is the "
+    page = report.html_report("gr-semcom: MLLM-SC importance-aware image link", config, (),
+                              _examples(rows, a.data, a.size, a.out), plots, notes=["Budget fixed per image (side information included); the mask is the "
                                             "guidance segmenter's on the original image; received images show the "
-                                            "importance map the frame header carried (red tint)."], table=table)
+                                            "importance map the frame header carried (red tint). Means are over the "
+                                            "received runs; runs with nothing received (lost frame, failed "
+                                            "decode) are counted apart (red X in the plots). ↑: higher is better."],
+                              table=table)
     path = os.path.join(a.out, "report.html")
     with open(path, "w") as f:
         f.write(page)
