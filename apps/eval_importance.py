@@ -20,7 +20,6 @@ import argparse
 import csv
 import os
 import sys
-from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,6 +59,26 @@ def case_source(data: str, image: str) -> str:
     raise ValueError(f"case image {image!r} not found under {data or '.'} or {HERE}")
 
 
+def case_id(case) -> str:
+    """File-name-safe, stable identity of a case: image stem, question (shortened) and a short
+    hash of (image, question, target), e.g. ``coffee_How_full_is_the_cup_of_coffee_3fa2c1``."""
+    import hashlib
+    import re
+
+    def slug(text, n):
+        return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:n].rstrip("_")
+
+    stem = slug(os.path.splitext(os.path.basename(case["image"].split(":", 1)[-1]))[0], 24) or "image"
+    digest = hashlib.sha1("\0".join((case["image"], case["question"], case["target"])).encode()).hexdigest()[:6]
+    return "_".join(x for x in (stem, slug(case["question"], 40), digest) if x)
+
+
+def point_dir(images_out: str, case, weight: float, seed: int) -> str:
+    """Folder of one point's received images: ``<images_out>/<case_id>/w<weight>_seed<seed>``; the
+    image sink's file names add the codec, SNR and channel, so every point has its own files."""
+    return os.path.join(images_out, case_id(case), f"w{weight:g}_seed{seed}")
+
+
 def options(ap):
     ap.add_argument("--data", default="", help="folder the cases' image names are relative to")
     ap.add_argument("--cases", default=os.path.join(HERE, "importance_cases.csv"), help="cases CSV")
@@ -71,7 +90,9 @@ def options(ap):
     ap.add_argument("--segmenter", default="embedded", help='"embedded" or "clipseg:<models dir>"')
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--profile", default="wide256")
-    ap.add_argument("--images-out", default="", help="folder for the received images (default: next to --out)")
+    ap.add_argument("--images-out", default="",
+                    help="folder for the received images, one subfolder per case / weight / seed "
+                         "(default: next to --out)")
     ap.add_argument("--quiet", action="store_true")
 
 
@@ -103,9 +124,8 @@ def evaluate(a, on_row=None, done=frozenset()) -> list[dict]:
             ref_cache[key] = (pixels, heat >= 0.5)
         pixels, mask = ref_cache[key]
         cfg = LinkConfig(codec="importance_jscc", rate=rate, snr_db=snr, channel=channel, images=src, size=a.size,
-                         profile=a.profile, seed=seed, out_dir=a.images_out, segmenter=a.segmenter,
-                         question=case["question"], target=case["target"], weight=weight)
-        cfg = replace(cfg, out_dir=os.path.join(a.images_out, f"w{weight:g}"))
+                         profile=a.profile, seed=seed, out_dir=point_dir(a.images_out, case, weight, seed),
+                         segmenter=a.segmenter, question=case["question"], target=case["target"], weight=weight)
         res = run_image_link(cfg, codec)
         r = res["rows"][0]
         row = dict(image=case["image"], question=case["question"], target=case["target"], weight=weight, snr_db=snr,
@@ -131,21 +151,28 @@ METRICS = ("psnr_in", "psnr_bg", "psnr", "iou")
 
 
 def summarize(rows) -> list[dict]:
-    """Mean over cases per (channel, SNR, weight) of the ``METRICS``, with the count ``n``."""
+    """Per (channel, SNR, weight): ``n`` runs, ``received`` (status "ok"), ``lost`` (nothing
+    received: lost frame, failed decode) and the mean of the ``METRICS`` over the received runs
+    only (NaN when none was received)."""
     out = []
     for ch, s, w in sorted({(str(r["channel"]), float(r["snr_db"]), float(r["weight"])) for r in rows}):
         sel = [r for r in rows if (str(r["channel"]), float(r["snr_db"]), float(r["weight"])) == (ch, s, w)]
-        m = {k: float(np.nanmean([float(r[k]) if r[k] not in ("", None) else np.nan for r in sel])) for k in METRICS}
-        out.append(dict(channel=ch, snr_db=s, weight=w, n=len(sel), **m))
+        ok = [r for r in sel if report.received(r)]
+        m = {k: report.mean_finite(r[k] for r in ok) for k in METRICS}
+        out.append(dict(channel=ch, snr_db=s, weight=w, n=len(sel), received=len(ok), lost=len(sel) - len(ok), **m))
     return out
 
 
 def summary_table(rows) -> str:
-    """``summarize`` as a fixed-width text table."""
-    out = ["channel  SNR  weight  PSNR_in  PSNR_bg   PSNR    IoU  (n)"]
+    """``summarize`` as a fixed-width text table (means over the received runs; ↑ higher is better)."""
+    out = ["channel  SNR  weight  PSNR_in↑ PSNR_bg↑  PSNR↑   IoU↑  received"]
     for m in summarize(rows):
-        out.append(f"{m['channel']:<7}{m['snr_db']:5.1f} {m['weight']:6.2f}  {m['psnr_in']:7.2f}  {m['psnr_bg']:7.2f}  "
-                   f"{m['psnr']:5.2f}  {m['iou']:.3f}  ({m['n']})")
+        if m["received"] == 0:
+            vals = f"{'lost':>8} {'lost':>8} {'lost':>6} {'lost':>6}"
+        else:
+            vals = f"{m['psnr_in']:8.2f} {m['psnr_bg']:8.2f} {m['psnr']:6.2f} {m['iou']:6.3f}"
+        out.append(f"{m['channel']:<7}{m['snr_db']:5.1f} {m['weight']:6.2f}  {vals}  {m['received']}/{m['n']}"
+                   + (f" ({m['lost']} lost)" if m["lost"] else ""))
     return "\n".join(out)
 
 
