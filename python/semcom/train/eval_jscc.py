@@ -1,6 +1,6 @@
 """Validation PSNR of the shipped deep JSCC codec through its ONNX Runtime path.
 
-    python -m semcom.train.eval_jscc --val ../shared/data/val
+    PYTHONPATH=python .venv/bin/python -m semcom.train.eval_jscc --val path/to/Set5
 
 Runs ``JsccCodec`` (numpy + ONNX Runtime, the code the flowgraphs use) on every validation
 photo for each rate and SNR, with the channel simulated directly by ``channels.awgn``
@@ -58,7 +58,7 @@ def markdown(res: dict, rates=RATES, snrs=SNRS) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--val", default="../shared/data/val", help="folder of validation photos")
+    ap.add_argument("--val", required=True, help="folder of validation photos (e.g. Set5)")
     ap.add_argument("--models", default=None, help="models folder (default: the runtime's)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)

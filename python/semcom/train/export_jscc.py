@@ -1,6 +1,6 @@
 """Export a trained deep JSCC checkpoint to ONNX and register it in the models manifest.
 
-    python -m semcom.train.export_jscc --ckpt out/jscc/ckpt.pt --models models
+    PYTHONPATH=python .venv/bin/python -m semcom.train.export_jscc --ckpt out/jscc/ckpt.pt --models models
 
 Writes ``jscc_enc.onnx`` and ``jscc_dec.onnx`` (dynamic H and W, batch 1) after folding every
 ``RepConv`` into a single 3×3 conv, checks that ONNX Runtime reproduces the torch outputs
@@ -174,10 +174,11 @@ def main(argv=None):
     model, ck = load_checkpoint(args.ckpt)
     targs = ck["args"]
     training = {
-        "data": f"{len(os.listdir(targs['data']))} photos of {targs['data']} (random {targs['crop']}² crops, "
-                f"flips, full and half size); validation: {targs['val']} (Set5)",
-        "command": ((f"python -m semcom.train.guidance_masks --out {targs['masks']} && " if targs.get("masks") else "")
-                    + f"python -m semcom.train.jscc --steps {targs['steps']} --crop {targs['crop']} "
+        "data": f"{len(os.listdir(targs['data']))} photos of the folder {os.path.basename(os.path.normpath(targs['data']))!r} "
+                f"(random {targs['crop']}² crops, flips, full and half size); validation: the folder "
+                f"{os.path.basename(os.path.normpath(targs['val']))!r}",
+        "command": ((f"python -m semcom.train.guidance_masks --data PHOTOS --out {targs['masks']} && " if targs.get("masks") else "")
+                    + f"python -m semcom.train.jscc --data PHOTOS --val VAL --steps {targs['steps']} --crop {targs['crop']} "
                     f"--batch {targs['batch']} --seed {targs['seed']} --lr {targs['lr']} "
                     f"--importance-frac {targs.get('importance_frac', 0)}"
                     + (f" --masks {targs['masks']} --guidance-frac {targs['guidance_frac']}" if targs.get("masks") else "")

@@ -1,6 +1,6 @@
 """Critical-region masks from the guidance module, for importance-aware JSCC training.
 
-    python -m semcom.train.guidance_masks --data ../shared/data/train --out out/guidance_masks.npz
+    PYTHONPATH=python .venv/bin/python -m semcom.train.guidance_masks --data path/to/photos --out out/guidance_masks.npz
 
 For every training photo, the embedded segmenter's CNN names the ``--phrases`` ImageNet
 classes it sees most (e.g. "church", "valley", "lakeside"); each becomes a target phrase
@@ -60,7 +60,7 @@ def load_masks(path: str) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="../shared/data/train", help="folder of training photos")
+    ap.add_argument("--data", required=True, help="folder of training photos (e.g. the Sun-Hays 80 scene photos)")
     ap.add_argument("--out", default="out/guidance_masks.npz")
     ap.add_argument("--phrases", type=int, default=4, help="classes asked about per photo")
     ap.add_argument("--min-coverage", type=float, default=0.02, help="smallest critical region kept (fraction)")

@@ -1,7 +1,7 @@
 """Train the SNR-adaptive deep JSCC image codec on CPU.
 
-    python -m semcom.train.jscc --steps 4000 --crop 128 --batch 16 --seed 0 \\
-        --data ../shared/data/train --val ../shared/data/val --work out/jscc
+    PYTHONPATH=python .venv/bin/python -m semcom.train.jscc --steps 4000 --crop 128 --batch 16 --seed 0 \\
+        --data path/to/photos --val path/to/Set5 --work out/jscc
 
 Random crops (with random flips, from each photo at full and half size) of the training
 photos; per sample a channel SNR uniform in [-5, 20] dB and either a uniform channel count
@@ -188,8 +188,8 @@ def format_val(res: dict) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="../shared/data/train", help="folder of training photos")
-    ap.add_argument("--val", default="../shared/data/val", help="folder of validation photos")
+    ap.add_argument("--data", required=True, help="folder of training photos (e.g. the Sun-Hays 80 scene photos)")
+    ap.add_argument("--val", required=True, help="folder of validation photos (e.g. Set5)")
     ap.add_argument("--work", default="out/jscc", help="checkpoint and log folder (resumes from it)")
     ap.add_argument("--steps", type=int, default=4000, help="optimizer steps (cosine schedule length)")
     ap.add_argument("--crop", type=int, default=128, help="training crop size (multiple of 8)")

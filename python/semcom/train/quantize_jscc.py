@@ -1,6 +1,6 @@
 """Post-training int8 quantization of the JSCC decoder (``jscc_dec`` → ``jscc_dec_int8``).
 
-    python -m semcom.train.quantize_jscc --data ../shared/data/train --models models
+    PYTHONPATH=python .venv/bin/python -m semcom.train.quantize_jscc --data path/to/photos --models models
 
 Static QDQ quantization with ONNX Runtime's toolchain: every Conv of the decoder gets int8
 weights (per output channel, symmetric) and uint8 activations whose ranges are calibrated
@@ -85,8 +85,8 @@ def fidelity_db(fp32, int8, feeds) -> float:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="../shared/data/train", help="calibration photos")
-    ap.add_argument("--val", default="../shared/data/val", help="held-out photos for the fidelity check")
+    ap.add_argument("--data", required=True, help="calibration photos (e.g. the Sun-Hays 80 scene photos)")
+    ap.add_argument("--val", required=True, help="held-out photos for the fidelity check (e.g. Set5)")
     ap.add_argument("--models", default="models", help="models folder (reads jscc_enc/jscc_dec, writes jscc_dec_int8)")
     ap.add_argument("--crops", type=int, default=64, help="calibration crops (one per photo, cycling)")
     ap.add_argument("--min-psnr", type=float, default=40.0)
