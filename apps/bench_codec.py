@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from gnuradio.semcom.blocks.grlog import gr_log_option
+
 
 def _median_ms(fn, runs):
     fn()
@@ -37,6 +39,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="threads for both backends")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5)
+    gr_log_option(ap)
     a = ap.parse_args(argv)
 
     import torch

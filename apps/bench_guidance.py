@@ -14,6 +14,8 @@ import statistics
 import sys
 import time
 
+from gnuradio.semcom.blocks.grlog import gr_log_option
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -31,6 +33,7 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: the runtime's)")
+    gr_log_option(ap)
     a = ap.parse_args(argv)
 
     from gnuradio.semcom.guidance import make_segmenter

@@ -17,6 +17,7 @@ import sys
 
 from gnuradio.semcom import codecs
 from gnuradio.semcom.blocks.image_link import LinkConfig, parse_rate, run_image_link
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 
 def main(argv=None):
@@ -30,6 +31,7 @@ def main(argv=None):
     ap.add_argument("--profile", default="wide256")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("SEMCOM_ORT_THREADS", "0")) or None,
                     help="onnxruntime intra-op threads (default: onnxruntime's choice)")
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     rate = parse_rate(a.rho)
     kw = {"threads": a.threads} if a.codec == "jscc" and a.threads else {}

@@ -40,6 +40,7 @@ from gnuradio import blocks, digital, gr, pdu
 
 from gnuradio import semcom
 from gnuradio.semcom.phy import modem
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 LEN_KEY = "packet_len"
 DRAIN_S = 0.5  # after the count is reached: PDUs still on their way to the store (not timed)
@@ -223,6 +224,7 @@ def main(argv=None):
     ap.add_argument("--window", type=int, default=16,
                     help="semantic source: frames in flight (sent, not yet read by the RX)")
     ap.add_argument("--rounds", type=int, default=3)
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     if a.frames < 2 or a.rounds < 1 or a.window < 1:
         ap.error("--frames >= 2, --rounds >= 1 and --window >= 1 required")

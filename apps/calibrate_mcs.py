@@ -24,6 +24,7 @@ import numpy as np
 
 from gnuradio.semcom.codecs.qam import MODULATIONS, Qam
 from gnuradio.semcom.codecs.separation import MCS_TABLES, SeparationCodec
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 
 def frame_errors(codec, index, snr_db, n_symbols, frames, max_errors, rng):
@@ -73,6 +74,7 @@ def main():
     ap.add_argument("--frames", type=int, default=40, help="frames per SNR point")
     ap.add_argument("--target", type=float, default=0.1, help="frame error rate a threshold must reach")
     ap.add_argument("--seed", type=int, default=1)
+    gr_log_option(ap)
     args = ap.parse_args()
     if args.backend == "gr-fec":
         from gnuradio.semcom.blocks import fec_ldpc  # noqa: F401  (registers the backend)

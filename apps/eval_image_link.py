@@ -16,6 +16,7 @@ from image_link import configs, options  # noqa: E402
 
 from gnuradio.semcom import report  # noqa: E402
 from gnuradio.semcom.blocks.image_link import run_points  # noqa: E402
+from gnuradio.semcom.blocks.grlog import gr_log_option  # noqa: E402
 
 
 def main(argv=None):
@@ -23,6 +24,7 @@ def main(argv=None):
     ap.add_argument("--data", required=True, help="folder (or file) of images")
     ap.add_argument("--out", required=True, help="CSV to write")
     options(ap, size=0, limit=0)
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     a.images = a.data
     rows = run_points(configs(a), progress=not a.quiet)

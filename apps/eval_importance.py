@@ -31,6 +31,7 @@ from gnuradio.semcom.codecs import make_codec  # noqa: E402
 from gnuradio.semcom.guidance import make_segmenter  # noqa: E402
 from gnuradio.semcom.images import load_images  # noqa: E402
 from gnuradio.semcom.metrics import iou, psnr  # noqa: E402
+from gnuradio.semcom.blocks.grlog import gr_log_option  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIELDS = ("image", "question", "target", "weight", "snr_db", "channel", "rho", "seed", "status", "snr_est_db",
@@ -180,6 +181,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="CSV to write")
     options(ap)
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     a.images_out = a.images_out or os.path.splitext(os.path.abspath(a.out))[0] + "_images"
     try:

@@ -20,6 +20,7 @@ import numpy as np
 
 from gnuradio import semcom
 from gnuradio.semcom.channels import TapProfile
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 import bench_phy
 
@@ -42,6 +43,7 @@ def main(argv=None):
     ap.add_argument("--profile", default="wifi64", choices=sorted(semcom.phy.PROFILES))
     ap.add_argument("--gap", type=int, default=None, help="samples between bursts (default: one OFDM symbol)")
     ap.add_argument("--seed", type=int, default=3)
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     if a.frames < 2:
         ap.error("--frames >= 2 required")

@@ -19,6 +19,7 @@ import time
 from gnuradio import semcom
 from gnuradio.semcom import report
 from gnuradio.semcom.blocks.image_link import CHANNELS, LinkConfig, grid, parse_rate, run_points
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 
 def options(ap: argparse.ArgumentParser, snrs=(-5, 0, 5, 10, 20), size=256, limit=3):
@@ -52,6 +53,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     options(ap)
     ap.add_argument("--out", default="semcom_report", help="output folder (default ./semcom_report)")
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     a.image_dir = os.path.join(a.out, "received")
     os.makedirs(a.image_dir, exist_ok=True)

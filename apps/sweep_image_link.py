@@ -16,6 +16,7 @@ from image_link import configs, options  # noqa: E402
 
 from gnuradio.semcom import report  # noqa: E402
 from gnuradio.semcom.blocks.image_link import point_key, run_points  # noqa: E402
+from gnuradio.semcom.blocks.grlog import gr_log_option  # noqa: E402
 
 
 def main(argv=None):
@@ -23,6 +24,7 @@ def main(argv=None):
     options(ap, snrs=(-5, 0, 5, 10, 15, 20), limit=2)
     ap.add_argument("--out", default="semcom_sweep", help="output folder (results.csv, plots, report.html)")
     ap.add_argument("--scenario", default="image_link", choices=["image_link"], help="scenario to sweep")
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     a.image_dir = ""

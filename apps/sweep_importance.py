@@ -20,6 +20,7 @@ from eval_importance import FIELDS, METRICS, case_source, evaluate, options, poi
 
 from gnuradio.semcom import report  # noqa: E402
 from gnuradio.semcom.images import load_images  # noqa: E402
+from gnuradio.semcom.blocks.grlog import gr_log_option  # noqa: E402
 
 LABELS = {"psnr_in": "PSNR inside the mask (dB)", "psnr_bg": "PSNR of the background (dB)",
           "psnr": "overall PSNR (dB)", "iou": "IoU of the received mask vs the original's"}
@@ -61,6 +62,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="semcom_importance", help="output folder")
     options(ap)
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     a.images_out = a.images_out or os.path.join(os.path.abspath(a.out), "images")

@@ -30,6 +30,7 @@ from gnuradio import gr, zeromq
 from gnuradio import semcom
 from gnuradio.semcom.blocks.image_link import CHANNELS, LinkConfig, make_channel, parse_rate
 from gnuradio.semcom.blocks.ofdm import make_params
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 from edge import CODEC, DEFAULT_DOWNLINK_PORT, DEFAULT_UPLINK_PORT, common, frame_limits
 
@@ -108,6 +109,7 @@ def main(argv=None):
     p.add_argument("--no-metrics", action="store_true", help="do not score the images")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
     p.add_argument("--json", help="write the summary and the per-image rows to this file")
+    gr_log_option(p)
     a = p.parse_args(argv)
     try:
         rate = parse_rate(a.rate)

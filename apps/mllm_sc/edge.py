@@ -27,6 +27,7 @@ from gnuradio import gr, zeromq
 from gnuradio import semcom
 from gnuradio.semcom.blocks.image_link import LinkConfig, parse_rate
 from gnuradio.semcom.blocks.ofdm import make_params
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(1, os.path.join(HERE, os.pardir, "zmq_link"))
@@ -126,6 +127,7 @@ def main(argv=None):
                    help="seconds to keep running after the last image (-1: until killed/timeout)")
     p.add_argument("--timeout", type=float, default=300.0, help="stop after this many seconds in any case")
     p.add_argument("--json", help="write the summary and the per-image rows to this file")
+    gr_log_option(p)
     a = p.parse_args(argv)
     try:
         rate = parse_rate(a.rate)

@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+from gnuradio.semcom.blocks.grlog import gr_log_option
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(1, os.path.join(HERE, os.pardir, "zmq_link"))
 import common  # noqa: E402  (apps/zmq_link/common.py)
@@ -37,6 +39,7 @@ def main(argv=None):
     p.add_argument("--downlink-port", type=int, default=0, help="0: pick a free port")
     p.add_argument("--timeout", type=float, default=120.0, help="device timeout (s)")
     p.add_argument("--json", help="prefix of the JSON summaries: PREFIX_device.json, PREFIX_edge.json")
+    gr_log_option(p)
     a = p.parse_args(argv)
     up = a.uplink_port or common.free_port()
     down = a.downlink_port or common.free_port()

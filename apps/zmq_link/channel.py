@@ -17,6 +17,7 @@ import sys
 
 from gnuradio import gr, zeromq
 from gnuradio import semcom
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 import common
 
@@ -46,6 +47,7 @@ def main(argv=None):
     p.add_argument("--sro-ppm", type=float, default=0.0, help="sample-rate offset (ppm)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     common.add_common_args(p, ports=("tx", "rx"))
+    gr_log_option(p)
     a = p.parse_args(argv)
 
     tb = zmq_channel(a.snr, a.cfo, a.samp_rate, a.timing_offset, a.sro_ppm, a.seed, a.tx_port, a.rx_port)

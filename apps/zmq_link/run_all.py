@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+from gnuradio.semcom.blocks.grlog import gr_log_option
+
 import common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,6 +36,7 @@ def main(argv=None):
     p.add_argument("--min-fraction", type=float, default=1.0)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", help="passed to rx.py")
+    gr_log_option(p)
     a = p.parse_args(argv)
     tx_port = a.tx_port or common.free_port()
     rx_port = a.rx_port or common.free_port()

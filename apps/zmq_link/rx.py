@@ -17,6 +17,7 @@ import sys
 import numpy as np
 from gnuradio import gr, zeromq
 from gnuradio import semcom
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 import common
 
@@ -51,6 +52,7 @@ def main(argv=None):
     p.add_argument("--quiet", action="store_true", help="no per-frame lines")
     p.add_argument("--json", help="write the summary and per-frame rows to this file")
     common.add_common_args(p, ports=("rx",))
+    gr_log_option(p)
     a = p.parse_args(argv)
 
     tb = zmq_rx(a.seed, a.snr, not a.quiet, a.profile, a.header_modulation, a.equalizer, a.payload_len,

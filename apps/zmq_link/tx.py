@@ -17,6 +17,7 @@ import time
 
 from gnuradio import gr, zeromq
 from gnuradio import semcom
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 import common
 
@@ -47,6 +48,7 @@ def main(argv=None):
     p.add_argument("--linger", type=float, default=3.0,
                    help="seconds to keep running after the last frame (-1: until killed/timeout)")
     common.add_common_args(p, ports=("tx",))
+    gr_log_option(p)
     a = p.parse_args(argv)
 
     tb = zmq_tx(a.frames, a.payload_len, a.seed, a.interval, a.codec_id, a.scale, a.tail_symbols,
