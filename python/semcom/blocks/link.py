@@ -139,6 +139,10 @@ class link_monitor(gr.basic_block):
                   f"snr_est={row['snr_est_db']:6.2f} dB (true {self.true_snr_db:6.2f})  "
                   f"cfo={row['cfo']:+.3f}  header_failures={row['header_failures']}", flush=True)
 
+    def set_true_snr_db(self, snr_db):
+        """The channel SNR printed beside the estimate (e.g. from a GUI slider); display only."""
+        self.true_snr_db = float(snr_db)
+
     def count(self) -> int:
         with self._lock:
             return len(self.rows)
