@@ -386,3 +386,42 @@ def test_device_without_edge_times_out(tmp_path):
     assert rc == 1, logs
     assert "[device] summary: 0/1 image(s) decoded" in logs and "missing [0]" in logs
     assert time.monotonic() - t0 < 30
+
+
+def _run_all(tmp_path, images, snr, extra=(), timeout=90):
+    prefix = tmp_path / "res"
+    t0 = time.monotonic()
+    with Procs(tmp_path) as pr:
+        p = pr.start("run_all", [APP / "run_all.py", "--images", images, "--size", "64", "--snr", snr,
+                                 "--out", tmp_path / "received", "--timeout", "60", "--json", prefix, *extra])
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+        logs = pr.dump()
+    dev = json.loads((tmp_path / "res_device.json").read_text()) if (tmp_path / "res_device.json").exists() else {}
+    edge = json.loads((tmp_path / "res_edge.json").read_text()) if (tmp_path / "res_edge.json").exists() else {}
+    return rc, time.monotonic() - t0, logs, dev, edge
+
+
+@needs_embedded
+def test_run_all_counts_a_lost_frame_and_goes_on(tmp_path):
+    """At -7 dB a frame is lost (its header does not decode): the edge moves on after its short
+    ack timeout, the device ends once the last image is in; the run succeeds with the loss counted."""
+    rc, wall, logs, dev, edge = _run_all(tmp_path, "sample:astronaut,coffee,chelsea", "-7", ["--frame-timeout", "2"])
+    assert rc == 0 and "[run_all] OK" in logs, logs
+    s = dev["summary"]
+    assert s["expected"] == 3 and s["lost"] >= 1 and s["decoded"] + s["lost"] + s["failed"] == 3, s
+    assert f"lost {s['lost']} (seq" in logs and "[run_all] images:" in logs, logs
+    assert edge["summary"]["ack_timeouts"] >= 1 and edge["summary"]["encoded"] == 3, edge["summary"]
+    assert wall < 40, f"run_all took {wall:.0f} s with a lost frame\n{logs}"
+
+
+@needs_embedded
+def test_run_all_lost_last_frame_ends_after_the_frame_timeout(tmp_path):
+    rc, wall, logs, dev, _ = _run_all(tmp_path, "sample:astronaut", "-7", ["--frame-timeout", "2"])
+    assert rc == 0 and "[run_all] OK" in logs, logs
+    s = dev["summary"]
+    assert s["lost"] == 1 and s["lost_seqs"] == [0] and s["ended"] == "frame_timeout" and s["completed"], s
+    assert "[device] summary: 0/1 image(s) decoded, lost 1 (seq 0)" in logs, logs
+    assert wall < 40, f"run_all took {wall:.0f} s with its only frame lost\n{logs}"

@@ -15,15 +15,20 @@ received image against it (PSNR, SSIM, MS-SSIM, EfficientNet-Lite0 feature dista
 received images are saved in ``--out``, each beside ``<file>_mask.png``, the image with the
 importance map its frame carried tinted red.
 
-Exits after ``--count`` images (0: the whole set) or ``--timeout`` s, printing one line per
-image (status, estimated SNR, PSNR, weight used) and a summary. Exit status 0 when every
-image arrived and decoded. ``--json FILE`` saves the summary and the rows.
+Exits once ``--count`` images (0: the whole set) are in, or ``--frame-timeout`` s after the
+last frame when no further frame arrives (the images still missing are counted lost: a lost
+frame does not stall the run), or after ``--timeout`` s, printing one line per image (status,
+estimated SNR, PSNR, weight used) and a summary (decoded, lost, failed). Exit status 0 when
+the run completed — every image in, or frames stopped coming with the missing ones counted
+lost — and 1 when nothing arrived before ``--timeout``. ``--json FILE`` saves the summary and
+the rows.
 """
 import argparse
 import json
 import math
 import os
 import sys
+import time
 
 import numpy as np
 from gnuradio import gr, zeromq
@@ -46,7 +51,8 @@ class mllm_sc_device(gr.top_block):
         self.chan = make_channel(cfg)
         self.dec = semcom.semantic_decoder(CODEC, cfg.rate, on_failure=cfg.on_failure)
         self.sink = semcom.image_sink(cfg.images, cfg.size, cfg.limit, out_dir=cfg.out_dir, csv_path=csv_path,
-                                      label=f"_snr{cfg.snr_db:g}_{cfg.channel}", metrics=cfg.metrics)
+                                      label=f"_snr{cfg.snr_db:g}_{cfg.channel}", metrics=cfg.metrics,
+                                      csv_mode="a", verbose=False)  # the device prints its own lines
         max_len, max_side = frame_limits(self.dec.codec, [it.pixels.shape[:2] for it in self.sink.images])
         self.rx = semcom.ofdm_rx(profile=p, equalizer=cfg.equalizer, max_payload_len=max_len, max_side_len=max_side)
         self.connect(self.downlink, self.chan, self.rx)
@@ -107,7 +113,10 @@ def main(argv=None):
     p.add_argument("--out", default="mllm_sc_received", help="folder of the received images and overlays")
     p.add_argument("--csv", default="", help="append one row per image to this CSV file")
     p.add_argument("--no-metrics", action="store_true", help="do not score the images")
-    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    p.add_argument("--frame-timeout", type=float, default=10.0,
+                   help="once frames arrive: seconds without a new one before the images still missing are "
+                        "counted lost and the device ends (default %(default)s; above the edge's --ack-timeout)")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds in any case")
     p.add_argument("--json", help="write the summary and the per-image rows to this file")
     gr_log_option(p)
     a = p.parse_args(argv)
@@ -123,34 +132,63 @@ def main(argv=None):
     print(f"[device] question {a.question!r} -> PUSH {common.address(a.uplink_port)}; waiting for {count} image(s) "
           f"on PULL {common.address(a.downlink_port)}, channel {a.channel} {a.snr:g} dB (timeout {a.timeout:g} s)",
           flush=True)
-    printed = [0]
+    printed, state = [0], dict(activity=None, t_activity=None, ended="timeout")
 
     def done():
         rows = tb.rows()
         for r in rows[printed[0]:]:
             print(_line(r), flush=True)
         printed[0] = len(rows)
-        return len({r["seq"] for r in rows}) >= count
+        seqs = {r["seq"] for r in rows}
+        if len(seqs) >= count or (count - 1) in seqs:  # the edge sends in order, one image per ack: once
+            state["ended"] = "complete"                 # the last is in, any image still missing was lost
+            return True
+        # anything from the edge: frames (sounding included), images, frames that failed their CRCs
+        activity = (len(rows), len(tb.uplink_blk.frames), int(tb.rx.header_failures()), int(tb.rx.side_failures()))
+        now = time.monotonic()
+        if activity != state["activity"]:
+            if any(activity):
+                state["t_activity"] = now
+            state["activity"] = activity
+        if state["t_activity"] is not None and now - state["t_activity"] > a.frame_timeout:
+            state["ended"] = "frame_timeout"  # frames stopped coming: the rest were lost
+            return True
+        return False
 
-    common.run_until(tb, done, a.timeout, common.StopFlag())
+    t0 = time.monotonic()
+    stop = common.StopFlag()
+    common.run_until(tb, done, a.timeout, stop)
+    if stop.is_set() and state["ended"] == "timeout":
+        state["ended"] = "stopped"
     rows = tb.rows()
     for r in rows[printed[0]:]:
         print(_line(r), flush=True)
     ok = sorted({r["seq"] for r in rows if r["status"] == "ok"})
-    finite = [r["psnr"] for r in rows if math.isfinite(r["psnr"])]
-    summary = dict(expected=count, received=len(rows), decoded=len(ok), missing=sorted(set(range(count)) - set(ok)),
+    got = {r["seq"] for r in rows}
+    lost = sorted(set(range(count)) - got)  # no frame at all (never detected, header/side-info CRC failed)
+    failed = sorted(got - set(ok))  # a frame came, the decoder had nothing
+    finite = [r["psnr"] for r in rows if r["status"] == "ok" and math.isfinite(r["psnr"])]
+    completed = state["ended"] in ("complete", "frame_timeout")
+    summary = dict(expected=count, received=len(rows), decoded=len(ok), lost=len(lost), lost_seqs=lost,
+                   failed=len(failed), failed_seqs=failed, missing=sorted(set(range(count)) - set(ok)),
+                   ended=state["ended"], completed=completed,
                    questions_sent=tb.uplink_blk.questions_sent, frames=len(tb.uplink_blk.frames),
                    header_failures=int(tb.rx.header_failures()), side_failures=int(tb.rx.side_failures()),
                    mean_psnr=float(np.mean(finite)) if finite else float("nan"), snr_db=a.snr, channel=a.channel,
-                   out_dir=a.out)
-    print(f"[device] summary: {summary['decoded']}/{count} image(s) decoded, mean PSNR {summary['mean_psnr']:.2f} dB, "
-          f"{summary['frames']} frame(s) received (incl. sounding), header failures {summary['header_failures']}, "
-          f"question sent {summary['questions_sent']}x, missing {summary['missing'][:20]}, images in {a.out}",
-          flush=True)
+                   out_dir=a.out, wall_s=time.monotonic() - t0)
+    how = {"complete": "all in" if not lost else "the last image is in", "timeout": f"timeout {a.timeout:g} s",
+           "frame_timeout": f"no frame for {a.frame_timeout:g} s, the rest counted lost",
+           "stopped": "stopped"}[state["ended"]]
+    lost_s = f" (seq {', '.join(map(str, lost[:20]))})" if lost else ""
+    psnr_s = f"mean PSNR {summary['mean_psnr']:.2f} dB over the decoded, " if finite else ""
+    print(f"[device] summary: {summary['decoded']}/{count} image(s) decoded, lost {len(lost)}{lost_s}, failed to "
+          f"decode {len(failed)}, {psnr_s}{summary['frames']} frame(s) received (incl. sounding), header failures "
+          f"{summary['header_failures']}, question sent {summary['questions_sent']}x, missing {summary['missing'][:20]}, "
+          f"ended: {how}, {summary['wall_s']:.1f} s, images in {a.out}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(summary=summary, images=rows), f, indent=1, default=str)
-    return 0 if len(ok) >= count else 1
+    return 0 if completed else 1
 
 
 if __name__ == "__main__":

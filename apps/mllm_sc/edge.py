@@ -10,7 +10,7 @@ The images are held until the device's question has arrived (or ``--question-tim
 passed: then ``--default-question`` is used), so every image is guided by the question. The
 device's CSI reports (its receiver's estimated SNR) update the encoder and the guidance policy;
 ``--tx-snr`` is the channel state before the first report. Its acks pace the image source
-(stop-and-wait; ``--ack-timeout`` s without one = the frame was lost, the next image goes).
+(stop-and-wait; ``--ack-timeout`` s without one = the frame was lost: counted, the next image goes).
 
 Prints the question used and one line per image (target, weight, policy, TX SNR); exits
 ``--linger`` s after the last image was acknowledged (-1: until killed), on SIGINT/SIGTERM or
@@ -47,12 +47,12 @@ def frame_limits(codec, sizes):
 
 class mllm_sc_edge(gr.top_block):
     def __init__(self, cfg: LinkConfig, uplink_port=DEFAULT_UPLINK_PORT, downlink_port=DEFAULT_DOWNLINK_PORT,
-                 default_question="", question_timeout_s=30.0, ack_timeout_s=20.0, tail_symbols=8):
+                 default_question="", question_timeout_s=30.0, ack_timeout_s=5.0, tail_symbols=8):
         gr.top_block.__init__(self, "MLLM-SC edge")
         p = make_params(cfg.profile)
         self.uplink = zeromq.pull_msg_source(common.address(uplink_port), 100, True)
         self.src = semcom.image_source(cfg.images, cfg.size, cfg.limit, repeat=cfg.repeat, pace="ack",
-                                       timeout_s=ack_timeout_s, window=1)
+                                       timeout_s=ack_timeout_s, window=1, linger_s=-1)  # main() ends the run
         self.gate = semcom.question_gate(default_question, cfg.target, question_timeout_s)
         self.guide = semcom.semantic_guidance("", cfg.segmenter, cfg.mllm_url, rate=cfg.rate, weight=cfg.weight,
                                               snr_db=cfg.tx_snr_db)
@@ -119,8 +119,9 @@ def main(argv=None):
                    help="channel state (dB) until the device's first CSI report (default %(default)s)")
     p.add_argument("--sounding-frames", type=int, default=d.sounding_frames,
                    help="short frames sent first so that the device reports CSI (default %(default)s)")
-    p.add_argument("--ack-timeout", type=float, default=20.0,
-                   help="seconds without the device's ack before the next image (default %(default)s)")
+    p.add_argument("--ack-timeout", type=float, default=5.0,
+                   help="seconds without the device's ack before the frame counts as lost and the next image "
+                        "goes (default %(default)s)")
     p.add_argument("--profile", default=d.profile, choices=["wifi64", "wide256", "wide512"])
     p.add_argument("--tail-symbols", type=int, default=8, help="empty OFDM symbols after every burst")
     p.add_argument("--linger", type=float, default=2.0,
@@ -166,7 +167,7 @@ def main(argv=None):
                    samples_pushed=int(tb.downlink.nitems_read(0)), wall_s=time.monotonic() - t0)
     print(f"[edge] summary: {summary['encoded']}/{summary['images']} image(s) encoded and sent, question "
           f"{summary['question']!r} ({summary['question_source']}), {summary['csi_reports']} CSI report(s), "
-          f"{summary['acks']} ack(s), {summary['ack_timeouts']} ack timeout(s), "
+          f"{summary['acks']} ack(s), {summary['ack_timeouts']} ack timeout(s) (frame(s) lost), "
           f"{summary['samples_pushed']} samples pushed", flush=True)
     if a.json:
         with open(a.json, "w") as f:
