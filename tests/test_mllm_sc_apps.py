@@ -414,14 +414,16 @@ def test_run_all_counts_a_lost_frame_and_goes_on(tmp_path):
     assert s["expected"] == 3 and s["lost"] >= 1 and s["decoded"] + s["lost"] + s["failed"] == 3, s
     assert f"lost {s['lost']} (seq" in logs and "[run_all] images:" in logs, logs
     assert edge["summary"]["ack_timeouts"] >= 1 and edge["summary"]["encoded"] == 3, edge["summary"]
+    assert edge["summary"]["not_acked"] == s["lost"], (edge["summary"], s)  # failed decodes are acked too
     assert wall < 40, f"run_all took {wall:.0f} s with a lost frame\n{logs}"
 
 
 @needs_embedded
 def test_run_all_lost_last_frame_ends_after_the_frame_timeout(tmp_path):
-    rc, wall, logs, dev, _ = _run_all(tmp_path, "sample:astronaut", "-7", ["--frame-timeout", "2"])
+    rc, wall, logs, dev, edge = _run_all(tmp_path, "sample:astronaut", "-7", ["--frame-timeout", "2"])
     assert rc == 0 and "[run_all] OK" in logs, logs
     s = dev["summary"]
     assert s["lost"] == 1 and s["lost_seqs"] == [0] and s["ended"] == "frame_timeout" and s["completed"], s
     assert "[device] summary: 0/1 image(s) decoded, lost 1 (seq 0)" in logs, logs
+    assert edge["summary"]["not_acked"] == 1 and "1 image(s) not acknowledged (lost)" in logs, logs
     assert wall < 40, f"run_all took {wall:.0f} s with its only frame lost\n{logs}"

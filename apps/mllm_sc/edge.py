@@ -163,11 +163,13 @@ def main(argv=None):
     summary = dict(images=tb.src.total, sent=tb.src.sent, encoded=tb.enc.encoded, question=tb.gate.question,
                    question_source=tb.gate.question_source or "none", target=tb.gate.target,
                    csi_reports=tb.gate.csi_reports, acks=tb.gate.acks, ack_timeouts=tb.src.timeouts,
+                   not_acked=max(0, tb.enc.encoded - tb.gate.acks),  # frames the device did not get
                    guidance_fallbacks=tb.guide.fallbacks, encoder_failures=tb.enc.failed, tx_dropped=tb.tx.dropped(),
                    samples_pushed=int(tb.downlink.nitems_read(0)), wall_s=time.monotonic() - t0)
     print(f"[edge] summary: {summary['encoded']}/{summary['images']} image(s) encoded and sent, question "
           f"{summary['question']!r} ({summary['question_source']}), {summary['csi_reports']} CSI report(s), "
-          f"{summary['acks']} ack(s), {summary['ack_timeouts']} ack timeout(s) (frame(s) lost), "
+          f"{summary['acks']} ack(s), {summary['not_acked']} image(s) not acknowledged (lost), "
+          f"{summary['ack_timeouts']} ack timeout(s), "
           f"{summary['samples_pushed']} samples pushed", flush=True)
     if a.json:
         with open(a.json, "w") as f:

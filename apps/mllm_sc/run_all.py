@@ -90,7 +90,7 @@ def _summary(dev_json: str, edge_json: str) -> str:
     try:
         with open(edge_json) as f:
             e = json.load(f)["summary"]
-        text += f"; edge: {e['encoded']}/{e['images']} sent, {e['ack_timeouts']} ack timeout(s)"
+        text += f"; edge: {e['encoded']}/{e['images']} sent, {e.get('not_acked', 0)} not acknowledged"
     except (OSError, ValueError, KeyError):
         pass
     return text
