@@ -13,3 +13,19 @@ from . import guidance as _guidance, mllm_sc as _mllm_sc
 
 __all__ = (list(_ofdm.__all__) + list(_channels.__all__) + list(_iq.__all__) + list(_link.__all__)
            + list(_image.__all__) + list(_image_link.__all__) + list(_guidance.__all__) + list(_mllm_sc.__all__))
+
+# QT GUI blocks: imported on first use, so that non-GUI users never load PyQt5 (nor need a display)
+_QT_NAMES = ("qt_image_view", "qt_rx_readout", "rgb_qimage")
+
+
+def __getattr__(name):
+    if name in _QT_NAMES or name == "qt_views":
+        import importlib
+
+        mod = importlib.import_module(__name__ + ".qt_views")
+        return mod if name == "qt_views" else getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_QT_NAMES))
