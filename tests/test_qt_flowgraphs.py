@@ -101,13 +101,18 @@ def test_image_view_overlay_and_empty(qapp):
     _events(qapp)
     c = v.image_label._pix.toImage().pixelColor(3, 3)
     assert c.red() > 100 and c.green() < 100  # tinted red
+    assert "important regions in red" in v.caption.text()
+    v._handle(image_pdu(img, dict(seq=1, importance_levels=np.zeros(256, np.uint8))))
+    _events(qapp)
+    assert "uniform importance" in v.caption.text()
+    assert v.image_label._pix.toImage().pixelColor(3, 3).green() == 100
     empty = pmt.cons(pmt.dict_add(pmt.dict_add(pmt.make_dict(), pmt.intern("seq"), pmt.from_long(2)),
                                   pmt.intern("status"), pmt.intern("failed")), pmt.init_u8vector(0, []))
     v._handle(empty)
     _events(qapp)
     assert v.image_label.image_size() == (16, 16)  # last image kept
     assert "nothing decoded" in v.caption.text() and "failed" in v.caption.text()
-    assert (v.received, v.shown, v.empty) == (2, 1, 1)
+    assert (v.received, v.shown, v.empty) == (3, 2, 1)
 
 
 def test_image_view_malformed_counted(qapp, capfd):

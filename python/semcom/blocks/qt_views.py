@@ -128,12 +128,14 @@ class qt_image_view(gr.basic_block):
     def _handle(self, msg):
         try:
             image, meta = pdu_image(msg)
-            item = dict(meta=meta, image=None, masked=None)
+            item = dict(meta=meta, image=None, masked=None, top_level=0)
             if image is not None:
                 item["image"] = rgb_qimage(image)
                 levels = meta.get("importance_levels")
                 if self.mask != "off" and levels is not None and len(levels) == image.shape[0] * image.shape[1]:
-                    item["masked"] = rgb_qimage(overlay(image, np.asarray(levels).reshape(image.shape[:2])))
+                    levels = np.asarray(levels).reshape(image.shape[:2])
+                    item["masked"] = rgb_qimage(overlay(image, levels))
+                    item["top_level"] = int(levels.max())
         except Exception as e:  # a bad PDU must not stop the flowgraph
             with self._lock:
                 self.malformed += 1
@@ -164,7 +166,7 @@ class qt_image_view(gr.basic_block):
         if item["image"] is None:
             text += " · nothing decoded (last image kept)"
         elif item["masked"] is not None:
-            text += " · importance map in red"
+            text += " · important regions in red" if item["top_level"] > 0 else " · uniform importance"
         self.caption.setText(text)
 
 
