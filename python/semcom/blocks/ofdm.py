@@ -10,16 +10,19 @@ instead of element by element.
 """
 from __future__ import annotations
 
+import collections
+import time
+
 import numpy as np
 import pmt
-from gnuradio import gr, pdu
+from gnuradio import gr
 
 from ..phy import OfdmParams, profile as _profile
 from ..phy import header as _hdr
 from ..phy import modem as _m
 from .pmtvec import c32_to_pmt, f32_to_pmt, pmt_to_c32, u8_to_pmt
 
-__all__ = ["ofdm_tx", "ofdm_rx", "ofdm_framer", "frame_receiver", "make_params", "max_frame_symbols"]
+__all__ = ["ofdm_tx", "ofdm_rx", "ofdm_framer", "burst_source", "frame_receiver", "make_params", "max_frame_symbols"]
 
 LENGTH_TAG = "packet_len"
 
@@ -122,14 +125,89 @@ class ofdm_framer(gr.basic_block):
         self.message_port_pub(pmt.intern("out"), pmt.cons(out, c32_to_pmt(burst)))
 
 
+class burst_source(gr.sync_block):
+    """PDUs of samples → a stream of back-to-back bursts, each tagged at its first sample with
+    ``packet_len`` (its length) and with every key of the PDU's metadata.
+
+    What ``pdu.pdu_to_tagged_stream`` does, except that it ends only after every queued burst
+    is out: when the blocks upstream are done (GNU Radio's ``done`` message on the system port)
+    it keeps writing what it holds and then returns WORK_DONE, so that the stream blocks after
+    it, and the receiver, see the last burst before they finish. (GNU Radio's tagged-stream
+    source is stopped as soon as its upstream is done, with the PDUs it still queues lost.)
+    Bursts may span several calls of ``work``, so the output buffer needs no room for a whole
+    burst.
+    """
+
+    IDLE_S = 0.002  # wait per empty call of work(): no busy loop, at most this much added latency
+
+    def __init__(self, length_tag_key=LENGTH_TAG):
+        gr.sync_block.__init__(self, "semcom_burst_source", None, [np.complex64])
+        self._len_key = pmt.intern(length_tag_key)
+        self._queue = collections.deque()
+        self._cur, self._tags, self._pos = None, (), 0
+        self._upstream_done = False
+        self.message_port_register_in(pmt.intern("pdus"))
+        self.set_msg_handler(pmt.intern("pdus"), self._handle)
+        # replaces GNU Radio's own system handler, which would end this block at once
+        self.set_msg_handler(pmt.intern("system"), self._system)
+
+    def _handle(self, msg):
+        try:
+            x = pmt_to_c32(pmt.cdr(msg))
+            meta = pmt.car(msg)
+            items = pmt.dict_items(meta) if pmt.is_dict(meta) else pmt.PMT_NIL
+            tags = []
+            while pmt.is_pair(items):
+                kv = pmt.car(items)
+                tags.append((pmt.car(kv), pmt.cdr(kv)))
+                items = pmt.cdr(items)
+        except Exception as e:  # a bad PDU must never take the flowgraph down
+            gr.log.error(f"semcom burst_source: dropped PDU: {e}")
+            return
+        if len(x):
+            self._queue.append((x, tags))
+
+    def _system(self, msg):
+        if pmt.is_pair(msg) and pmt.eqv(pmt.car(msg), pmt.intern("done")):
+            self._upstream_done = True
+
+    def pending(self) -> int:
+        """Bursts not yet (completely) written."""
+        return len(self._queue) + (self._cur is not None)
+
+    def work(self, input_items, output_items):
+        out = output_items[0]
+        n, start = 0, self.nitems_written(0)
+        while n < len(out):
+            if self._cur is None:
+                if not self._queue:
+                    break
+                self._cur, tags = self._queue.popleft()
+                self._pos = 0
+                self.add_item_tag(0, start + n, self._len_key, pmt.from_long(len(self._cur)))
+                for k, v in tags:
+                    self.add_item_tag(0, start + n, k, v)
+            k = min(len(out) - n, len(self._cur) - self._pos)
+            out[n:n + k] = self._cur[self._pos:self._pos + k]
+            n += k
+            self._pos += k
+            if self._pos == len(self._cur):
+                self._cur = None
+        if n == 0:
+            if self._upstream_done:
+                return -1  # WORK_DONE: everything is out
+            time.sleep(self.IDLE_S)
+        return n
+
+
 class ofdm_tx(gr.hier_block2):
     """Semantic OFDM transmitter: PDU of analog feature symbols → complex baseband burst.
 
     Message input ``in``: PDU (metadata dict + c32vector). Output: one burst per PDU,
     length-tagged with ``packet_len`` (samples) and tagged with the frame's header fields
     (``semcom_seq``, ``semcom_codec``, ``semcom_payload_len``); nothing between bursts.
-    The Python framer builds each burst with one IFFT and hands it to
-    ``pdu.pdu_to_tagged_stream``, so the samples stream out in C++.
+    The Python framer builds each burst with one IFFT and hands it to ``burst_source``, which
+    writes it out (and, when the flowgraph's sources are done, ends only after the last burst).
     Frame: 2 sync symbols, RM-coded BPSK/QPSK header (``header_repetition`` copies; the
     profile's default when None), optional side information, analog
     payload on the data carriers (unit mean power; gain sent in the header), pilots,
@@ -153,14 +231,11 @@ class ofdm_tx(gr.hier_block2):
         self.message_port_register_hier_in("in")
         self.framer = ofdm_framer(p, codec_id, int(tail_symbols), float(scale), int(max_payload_len),
                                   int(max_side_len))
-        self.p2s = pdu.pdu_to_tagged_stream(gr.types.complex_t, LENGTH_TAG)
-        # a tagged-stream block writes a whole burst at once and GNU Radio hands a block at
-        # most about half of its buffer: room for two of the longest bursts
-        burst = (2 + max_frame_symbols(p, max_payload_len, max_side_len) + int(tail_symbols)) * p.symbol_len
-        self.p2s.set_min_output_buffer(2 * burst)
+        self.bursts = burst_source(LENGTH_TAG)
+        self.bursts.set_min_output_buffer(1 << 16)  # large writes per call of work()
         self.msg_connect(self, "in", self.framer, "in")
-        self.msg_connect(self.framer, "out", self.p2s, "pdus")
-        self.connect(self.p2s, self)
+        self.msg_connect(self.framer, "out", self.bursts, "pdus")
+        self.connect(self.bursts, self)
 
     def dropped(self) -> int:
         """PDUs rejected by the framer (bad type, empty, too long, NaN …)."""
