@@ -11,7 +11,6 @@ instead of element by element.
 from __future__ import annotations
 
 import collections
-import time
 
 import numpy as np
 import pmt
@@ -138,8 +137,6 @@ class burst_source(gr.sync_block):
     burst.
     """
 
-    IDLE_S = 0.002  # wait per empty call of work(): no busy loop, at most this much added latency
-
     def __init__(self, length_tag_key=LENGTH_TAG):
         gr.sync_block.__init__(self, "semcom_burst_source", None, [np.complex64])
         self._len_key = pmt.intern(length_tag_key)
@@ -193,11 +190,9 @@ class burst_source(gr.sync_block):
             self._pos += k
             if self._pos == len(self._cur):
                 self._cur = None
-        if n == 0:
-            if self._upstream_done:
-                return -1  # WORK_DONE: everything is out
-            time.sleep(self.IDLE_S)
-        return n
+        if n == 0 and self._upstream_done:
+            return -1  # WORK_DONE: everything is out
+        return n  # 0 when idle: GNU Radio waits for the next message (no busy loop)
 
 
 class ofdm_tx(gr.hier_block2):
