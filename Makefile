@@ -10,14 +10,31 @@ BUILD   ?= build
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export GRC_BLOCKS_PATH := $(PREFIX)/share/gnuradio/grc/blocks
 export SEMCOM_PREFIX := $(PREFIX)
+# GNU Radio Companion's Gtk 3 introspection, which `--no-install-recommends` leaves out
+GRC_APT := gir1.2-gtk-3.0 python3-gi-cairo
+BASE_APT := gnuradio gnuradio-dev cmake g++ make python3-venv python3-pip pkg-config
+
+# apt-get install the packages of $(1) unless all are installed
+define apt_install
+	@if ! dpkg -s $(1) >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(1); \
+	fi
+endef
 
 .PHONY: demo test setup install apt venv clean bench grc grc-deps
 
 demo: install
 	$(PY) apps/image_link.py
 
-test: install
+test: install $(VENV)/.test-apt-stamp
 	SEMCOM_TEST_INSTALLED=1 $(PY) -m pytest -q tests
+
+# The tests also load the flowgraphs in GRC's canvas (Gtk 3) on a virtual X display.
+TEST_APT := xvfb xauth $(GRC_APT)
+$(VENV)/.test-apt-stamp: $(VENV)/.apt-stamp
+	$(call apt_install,$(TEST_APT))
+	@touch $@
 
 bench: install
 	$(PY) apps/bench_phy.py
@@ -31,24 +48,16 @@ setup: install
 # flowgraphs with it too (GRC runs them with its own interpreter) and they import gnuradio.semcom.
 # `make grc FLOWGRAPH=apps/loopback_qt.grc` opens a flowgraph directly.
 FLOWGRAPH ?=
-GRC_APT   := gir1.2-gtk-3.0 python3-gi-cairo
 grc: install grc-deps
 	$(PY) $$(command -v gnuradio-companion) $(FLOWGRAPH)
 
 # Gtk 3 introspection: GRC needs it and `--no-install-recommends` leaves it out.
 grc-deps:
-	@if ! dpkg -s $(GRC_APT) >/dev/null 2>&1; then \
-	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(GRC_APT); \
-	fi
+	$(call apt_install,$(GRC_APT))
 
 # 1. Debian packages (GNU Radio is only packaged by Debian for /usr/bin/python3).
 $(VENV)/.apt-stamp:
-	@if ! dpkg -s gnuradio-dev cmake g++ python3-venv >/dev/null 2>&1; then \
-	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends \
-	    gnuradio gnuradio-dev cmake g++ make python3-venv python3-pip pkg-config; \
-	fi
+	$(call apt_install,$(BASE_APT))
 	@mkdir -p $(VENV) && touch $@
 
 # 2. venv that sees Debian's gnuradio; torch pinned first (CPU wheel), numpy<2 always.

@@ -11,6 +11,7 @@ import logging
 import os
 import pathlib
 import re
+import textwrap
 
 import pytest
 
@@ -28,6 +29,7 @@ LABEL_SCHEME = re.compile(r"^Semcom( [A-Z0-9][A-Za-z0-9-]*)+$")
 GRC_BUILTIN_PARAMS = {"id", "alias", "comment", "affinity", "minoutbuf", "maxoutbuf"}
 PY_NAMES = set(dir(builtins))
 EXPR = re.compile(r"\$\{(.*?)\}", re.S)
+MAKO_CODE = re.compile(r"<%(.*?)%>\\?\n?", re.S)  # <% python %> blocks (GUI blocks name their widget there)
 
 
 def _load(path):
@@ -58,17 +60,22 @@ def _callbacks(data):
 
 
 def _names(template):
-    """Python names used inside the ${...} expressions of a Mako template."""
+    """Python names used inside the ${...} expressions of a Mako template (less those that
+    its <% %> code blocks assign)."""
+    local = set()
+    for code in MAKO_CODE.findall(template):
+        tree = ast.parse(textwrap.dedent(code).strip())
+        local |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     names = set()
-    for expr in EXPR.findall(template):
+    for expr in EXPR.findall(MAKO_CODE.sub("", template)):
         tree = ast.parse(expr.strip(), mode="eval")
         names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    return names
+    return names - local
 
 
 def _as_python(template):
-    """Template with every ${...} replaced by a placeholder name, parsed as Python."""
-    return ast.parse(EXPR.sub(lambda m: "_grc_param", template).strip())
+    """Template without its <% %> blocks, every ${...} replaced by a placeholder, parsed as Python."""
+    return ast.parse(EXPR.sub(lambda m: "_grc_param", MAKO_CODE.sub("", template)).strip())
 
 
 def _semcom_calls(template):
@@ -127,7 +134,7 @@ def test_parameters_well_formed(block):
         label = p.get("label")
         assert isinstance(label, str) and label.strip() == label and label, f"{name}/{p['id']}: label {label!r}"
         assert "dtype" in p, f"{name}/{p['id']}: no dtype"
-        assert "default" in p, f"{name}/{p['id']}: no default"
+        assert "default" in p or p["dtype"] == "gui_hint", f"{name}/{p['id']}: no default"
 
 
 def test_enum_option_labels(block):
