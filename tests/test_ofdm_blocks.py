@@ -158,6 +158,52 @@ def test_rx_matches_reference_receiver(rng):
         assert nmse_db(y, f.symbols) < -25  # same algorithm; timing may differ by a sample
 
 
+def _run_rx_both(samples, **kw):
+    """ofdm_rx with both message outputs stored: (payload PDUs, header PDUs), each (meta, vector)."""
+    tb = gr.top_block()
+    rx = semcom.ofdm_rx(**kw)
+    dbg, dbg_h = blocks.message_debug(), blocks.message_debug()
+    tb.connect(blocks.vector_source_c(np.asarray(samples, np.complex64).tolist()), rx)
+    tb.msg_connect(rx, "out", dbg, "store")
+    tb.msg_connect(rx, "header", dbg_h, "store")
+    tb.run()
+    return [[(pmt.to_python(pmt.car(m)), np.asarray(pmt.c32vector_elements(pmt.cdr(m))))
+             for m in (d.get_message(k) for k in range(d.num_messages()))] for d in (dbg, dbg_h)]
+
+
+@pytest.mark.parametrize("mod", ["bpsk", "qpsk"])
+def test_header_port_publishes_equalised_header_symbols(mod, rng):
+    """``header``: one PDU per frame, same seq/codec as ``out``, the unit-power BPSK/QPSK points
+    (EVM ≈ -30 dB at 30 dB Es/N0), the same symbols as the core's PayloadRx.header_symbols."""
+    from gnuradio.semcom.phy import modem as M
+
+    p = semcom.make_params("wifi64", header_modulation=mod)
+    m = ReferenceModem(p)
+    s, _ = frames(m, rng, 6, length=300)
+    r = channel(s, rng, 30.0, cfo=0.1, delay=9.4)
+    out, hdrs = _run_rx_both(r, profile="wifi64", header_modulation=mod)
+    assert [mt["seq"] for mt, _ in hdrs] == [mt["seq"] for mt, _ in out] == list(range(6))
+    n_sym = M.n_header_symbols(p) * p.n_data
+    ref = {f.header.seq: f.header_symbols for f in m.rx(r)}
+    for meta, z in hdrs:
+        assert meta["codec_id"] == 5 and meta["payload_len"] == 300 and meta["header_len"] == n_sym == len(z)
+        assert meta["header_modulation"] == mod
+        assert np.max(np.abs(z - ref[meta["seq"]])) < 0.05  # the core's symbols (timing may differ by a sample)
+        dec = (np.sign(z.real) + (1j * np.sign(z.imag) if mod == "qpsk" else 0)) / (1 if mod == "bpsk" else np.sqrt(2))
+        evm_db = 10 * np.log10(np.mean(np.abs(z - dec) ** 2))
+        assert -32 < evm_db < -28, evm_db
+    # header_match_payload: as many points per frame as the payload (cycled when longer, cut when shorter)
+    for length in (200, 1000):
+        s, _ = frames(m, rng, 3, length=length)
+        r = channel(s, rng, 30.0)
+        out, hdrs = _run_rx_both(r, header_modulation=mod, header_match_payload=True)
+        assert [len(z) for _, z in hdrs] == [len(y) for _, y in out] == [length] * 3
+        assert all(mt["header_len"] == n_sym for mt, _ in hdrs)
+        full = m.rx(r)[0].header_symbols
+        z = hdrs[0][1]
+        assert np.max(np.abs(z - np.resize(full, length))) < 0.05
+
+
 @pytest.mark.parametrize("n", [0, 1, 7, 5000])
 def test_pmt_vector_codecs_are_exact(rng, n):
     from gnuradio.semcom.blocks import pmtvec

@@ -240,27 +240,44 @@ class ofdm_tx(gr.hier_block2):
 # ---------------------------------------------------------------------------------------
 # Receiver
 class frame_receiver(gr.sync_block):
-    """Sink running ``semcom.phy.modem.FrameReceiver`` on the input; one PDU per frame on ``out``.
+    """Sink running ``semcom.phy.modem.FrameReceiver`` on the input; one PDU per frame on
+    ``out`` (payload) and one on ``header`` (equalised header symbols).
 
-    See ``ofdm_rx`` for the PDU format.
+    See ``ofdm_rx`` for the PDU formats.
     """
 
     def __init__(self, params: OfdmParams, threshold=0.0, equalizer="zf", pilot_window=0,
-                 max_payload_len=_hdr.MAX_PAYLOAD_LEN, max_side_len=_hdr.MAX_SIDE_LEN):
+                 max_payload_len=_hdr.MAX_PAYLOAD_LEN, max_side_len=_hdr.MAX_SIDE_LEN, header_match_payload=False):
         gr.sync_block.__init__(self, "semcom_frame_receiver", [np.complex64], None)
         self.rx = _m.FrameReceiver(params, threshold, equalizer, pilot_window, max_payload_len, max_side_len)
         self.port = pmt.intern("out")
+        self.header_port = pmt.intern("header")
         self.message_port_register_out(self.port)
+        self.message_port_register_out(self.header_port)
+        self.header_match_payload = bool(header_match_payload)
         self._eq = pmt.intern(equalizer)
+        self._mod = pmt.intern(params.header_modulation)
         self._k = {k: pmt.intern(k) for k in (
             "seq", "codec_id", "payload_len", "snr_est_db", "noise_var", "cfo", "tx_gain_db", "header_failures",
-            "equalizer", "noise_var_sym", "chan", "side_info")}
+            "equalizer", "noise_var_sym", "chan", "side_info", "header_modulation", "header_len")}
 
     def work(self, input_items, output_items):
         x = input_items[0]
         for prx in self.rx.push(x):
             self.message_port_pub(self.port, self._pdu(prx))
+            self.message_port_pub(self.header_port, self._header_pdu(prx))
         return len(x)
+
+    def _header_pdu(self, prx: _m.PayloadRx):
+        h, k, z = prx.header, self._k, prx.header_symbols
+        meta = pmt.make_dict()
+        for key, v in (("seq", h.seq), ("codec_id", h.codec_id), ("payload_len", h.payload_len),
+                       ("header_len", len(z))):
+            meta = pmt.dict_add(meta, k[key], pmt.from_long(int(v)))
+        meta = pmt.dict_add(meta, k["header_modulation"], self._mod)
+        if self.header_match_payload and len(z) != h.payload_len:
+            z = np.resize(z, h.payload_len)  # cycled or cut: as many points as the payload PDU
+        return pmt.cons(meta, c32_to_pmt(z))
 
     def _pdu(self, prx: _m.PayloadRx):
         h, k = prx.header, self._k
@@ -290,6 +307,17 @@ class ofdm_rx(gr.hier_block2):
     spacings), ``tx_gain_db``, ``side_info`` (u8vector, when sent), ``header_failures``
     (running count), ``equalizer``.
 
+    Message output ``header``: one PDU per frame too (published right after ``out``'s) =
+    metadata ``seq``, ``codec_id``, ``payload_len``, ``header_modulation`` ('bpsk'/'qpsk'),
+    ``header_len`` (header symbols received) + c32vector of the frame's equalised header
+    symbols (``semcom.phy.modem.decode_header``: every data carrier of the header, all copies,
+    refined phase and channel; unit-power BPSK ±1 or QPSK (±1 ± j)/√2 points, EVM ≈ the
+    per-subcarrier noise). Nothing is computed for it beyond what decoding needs; unconnected,
+    it costs one small vector per frame. ``header_match_payload``: the vector is cycled or
+    cut (``numpy.resize``) to the payload's length, for a constellation sink that shows both
+    (a sync block: it takes equally many points from each input, so with unequal lengths
+    per frame one trace would fall further behind with every frame).
+
     Detection: energy-normalised matched filter on the known preamble that also collects
     paths up to cp/4 late and tests CFO hypotheses (``threshold`` on a 0…1 scale: about 1
     for a clean preamble, S/(S+N) at low SNR; 0, the default, takes the profile's threshold
@@ -305,17 +333,20 @@ class ofdm_rx(gr.hier_block2):
 
     def __init__(self, profile="wifi64", fft_len=None, cp_len=None, occupied_carriers=None,
                  pilot_carriers=None, header_modulation=None, equalizer="zf", threshold=0.0,
-                 pilot_window=0, max_payload_len=65536, max_side_len=64, header_repetition=None):
+                 pilot_window=0, max_payload_len=65536, max_side_len=64, header_repetition=None,
+                 header_match_payload=False):
         gr.hier_block2.__init__(self, "semcom_ofdm_rx", gr.io_signature(1, 1, gr.sizeof_gr_complex),
                                 gr.io_signature(0, 0, 0))
         self.params = p = make_params(profile, fft_len, cp_len, occupied_carriers, pilot_carriers,
                                       header_modulation, header_repetition)
         max_frame_symbols(p, max_payload_len, max_side_len)  # validates the limits
         self.message_port_register_hier_out("out")
+        self.message_port_register_hier_out("header")
         self.receiver = frame_receiver(p, threshold, equalizer, int(pilot_window), int(max_payload_len),
-                                       int(max_side_len))
+                                       int(max_side_len), bool(header_match_payload))
         self.connect(self, self.receiver)
         self.msg_connect(self.receiver, "out", self, "out")
+        self.msg_connect(self.receiver, "header", self, "header")
 
     @property
     def corr(self):
