@@ -109,3 +109,15 @@ def test_report_grid_headers_links_and_lost_cells(tmp_path):
     assert "PSNR (dB) ↑" in table and "MS-SSIM ↑" in table and "↓" in table
     assert "11.00" not in table and "lost" in table and "0/2" in table and "1/2" in table
     assert "18.50" in table
+
+
+def test_sink_summary_averages_only_decoded_images():
+    """The per-run line the image sink prints: images with nothing decoded are counted, their
+    placeholder score is not averaged in; a seq that never arrived is counted lost."""
+    from gnuradio.semcom.summary import image_summary
+
+    rows = [dict(seq=0, status="ok", psnr=30.0, snr_est_db=5.0),
+            dict(seq=1, status="crc_fail", psnr=11.0, snr_est_db=-5.0)]
+    line = image_summary(rows, expected=3)
+    assert line.startswith("images: received 2/3, ok 1, lost 1,")
+    assert "mean PSNR 30.00 dB over the ok ones" in line

@@ -29,12 +29,15 @@ def image_line(row: dict) -> str:
 
 
 def image_summary(rows, expected: int) -> str:
-    """``images: received 3/3, ok 3, lost 0, mean PSNR 24.10 dB`` (expected: images the source sends)."""
+    """``images: received 3/3, ok 3, lost 0, mean PSNR 24.10 dB over the ok ones`` (expected: images
+    the source sends). Images with nothing decoded (a failed CRC, no usable rate) are counted,
+    not averaged: their PSNR is that of the placeholder shown instead."""
     lost = missing([r["seq"] for r in rows], expected)
     sent = max(int(expected), len(rows) + len(lost))
-    ok = sum(r["status"] == "ok" for r in rows)
-    return (f"images: received {len(rows)}/{sent}, ok {ok}, lost {len(lost)}, "
-            f"mean PSNR {_mean(r['psnr'] for r in rows):.2f} dB, mean est. SNR {_mean(r['snr_est_db'] for r in rows):.2f} dB")
+    ok = [r for r in rows if r["status"] == "ok"]
+    return (f"images: received {len(rows)}/{sent}, ok {len(ok)}, lost {len(lost)}, "
+            f"mean PSNR {_mean(r['psnr'] for r in ok):.2f} dB over the ok ones, "
+            f"mean est. SNR {_mean(r['snr_est_db'] for r in rows):.2f} dB")
 
 
 def frame_summary(rows, expected: int = 0, header_failures: int = 0) -> str:
