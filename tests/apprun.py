@@ -3,10 +3,23 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1 (held together while chosen, so all differ)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def app_env(tmp_path):

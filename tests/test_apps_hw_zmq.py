@@ -19,13 +19,14 @@ import py_compile
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import yaml
+
+from apprun import free_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ZMQ_DIR = ROOT / "apps" / "zmq_link"
@@ -49,18 +50,6 @@ def env(tmp_path_factory):
     return e
 
 
-def _free_ports(n):
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 class Procs:
@@ -167,7 +156,7 @@ N_FRAMES, PAYLOAD, SNR, CODEC = 20, 1024, 20.0, 3
 
 
 def test_zmq_link_three_processes(env, tmp_path):
-    tx_port, rx_port = _free_ports(2)
+    tx_port, rx_port = free_ports(2)
     out = tmp_path / "rx.json"
     py = [sys.executable, "-u"]
     with Procs(env, tmp_path) as pr:
@@ -226,7 +215,7 @@ def test_grc_generated_zmq_link(env, compiled, tmp_path):
     for k in ("tx", "channel", "rx"):
         if compiled[ZMQ_DIR / f"{k}.grc"][0] != 0:
             pytest.fail(f"{k}.grc does not compile")
-    tx_port, rx_port = _free_ports(2)
+    tx_port, rx_port = free_ports(2)
     py = [sys.executable, "-u"]
     n = 8
     with Procs(env, tmp_path) as pr:

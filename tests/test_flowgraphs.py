@@ -9,7 +9,6 @@ overlap, with a conservative size estimate of what GRC draws.
 import csv
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from apprun import ROOT, app_env, generate, run_flowgraph
+from apprun import ROOT, app_env, free_ports, generate, run_flowgraph
 
 APPS = ROOT / "apps"
 NO_GUI = sorted(p for p in APPS.rglob("*.grc") if not p.name.endswith("_qt.grc"))
@@ -204,14 +203,6 @@ def test_loopback_ends_by_itself(tmp_path):
 
 # ---------------------------------------------------------------------------------------
 # ZMQ flowgraphs and the MLLM-SC pair as sets of processes on 127.0.0.1
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _start(script, tmp_path, args):
@@ -233,7 +224,7 @@ def _stop(p, timeout=30):
 
 
 def test_zmq_link_set(tmp_path):
-    tx_port, rx_port = _free_ports(2)
+    tx_port, rx_port = free_ports(2)
     scripts = {k: generate(APPS / "zmq_link" / f"{k}.grc", tmp_path / k) for k in ("rx", "channel", "tx")}
     rx = _start(scripts["rx"], tmp_path, ["--rx-port", rx_port, "--snr", "20"])
     ch = _start(scripts["channel"], tmp_path, ["--tx-port", tx_port, "--rx-port", rx_port, "--snr", "20"])
@@ -251,7 +242,7 @@ def test_zmq_link_set(tmp_path):
 
 
 def test_mllm_sc_set(tmp_path):
-    up, down = _free_ports(2)
+    up, down = free_ports(2)
     edge = generate(APPS / "mllm_sc" / "edge.grc", tmp_path / "edge")
     device = generate(APPS / "mllm_sc" / "device.grc", tmp_path / "device")
     common = ["--uplink-port", up, "--downlink-port", down, "--size", "64"]

@@ -18,7 +18,6 @@ import pathlib
 import re
 import py_compile
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pmt
 import pytest
 import yaml
 
-from apprun import app_env, grcc
+from apprun import app_env, free_ports, grcc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 APP = ROOT / "apps" / "mllm_sc"
@@ -50,15 +49,6 @@ _EMBEDDED_PROBLEM = _embedded_ok()
 needs_embedded = pytest.mark.skipif(bool(_EMBEDDED_PROBLEM), reason=_EMBEDDED_PROBLEM or "usable")
 
 
-def _free_ports(n):
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Procs:
@@ -349,7 +339,7 @@ def test_grc_generated_edge_and_device(compiled, tmp_path):
     for name in GRC:
         if compiled[name][0].returncode != 0:
             pytest.fail(f"{name}.grc does not compile")
-    up, down = _free_ports(2)
+    up, down = free_ports(2)
     out = tmp_path / "received"
     ports = ["--uplink-port", up, "--downlink-port", down]
     with Procs(tmp_path) as pr:
@@ -374,7 +364,7 @@ def test_grc_generated_edge_and_device(compiled, tmp_path):
 
 
 def test_device_without_edge_times_out(tmp_path):
-    up, down = _free_ports(2)
+    up, down = free_ports(2)
     t0 = time.monotonic()
     with Procs(tmp_path) as pr:
         p = pr.start("device", [APP / "device.py", "--uplink-port", up, "--downlink-port", down, "--size", "64",

@@ -15,7 +15,6 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 import yaml
 
-from apprun import ROOT, app_env, generate, run_flowgraph
+from apprun import ROOT, app_env, free_ports, generate, run_flowgraph
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -254,15 +253,6 @@ def test_loopback_qt(tmp_path):
     assert _count(r"semcom qt_rx_readout: snr_est_db=", out) >= 10, out
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class _Peers:
@@ -303,7 +293,7 @@ class _Peers:
 
 def test_zmq_rx_qt_with_tx_and_channel(tmp_path):
     script = generate(APPS / "zmq_link" / "rx_qt.grc", tmp_path)
-    tx_port, rx_port = _free_ports(2)
+    tx_port, rx_port = free_ports(2)
     with _Peers(tmp_path) as peers:
         peers.start("channel", [APPS / "zmq_link" / "channel.py", "--tx-port", tx_port, "--rx-port", rx_port,
                                 "--snr", "20", "--timeout", "40"])
@@ -318,7 +308,7 @@ def test_zmq_rx_qt_with_tx_and_channel(tmp_path):
 
 def test_mllm_sc_device_qt_with_edge(tmp_path):
     script = generate(APPS / "mllm_sc" / "device_qt.grc", tmp_path)
-    up, down = _free_ports(2)
+    up, down = free_ports(2)
     with _Peers(tmp_path) as peers:
         peers.start("edge", [APPS / "mllm_sc" / "edge.py", "--uplink-port", up, "--downlink-port", down,
                              "--images", "sample:astronaut", "--size", "64", "--timeout", "60"])
