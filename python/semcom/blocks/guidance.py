@@ -21,12 +21,13 @@ from gnuradio import gr
 
 from ..guidance import make_reasoner, make_segmenter
 from ..guidance.policy import make_guidance, uniform_guidance
-from .image import image_pdu, pdu_image
+from ._guard import MessageGuard, message_handler, reject
+from .image import csi_snr_db, image_pdu, pdu_image
 
 __all__ = ["semantic_guidance"]
 
 
-class semantic_guidance(gr.basic_block):
+class semantic_guidance(MessageGuard, gr.basic_block):
     """Importance guidance for each image (see the module docstring).
 
     ``question``: the user's task request; a message on ``question`` replaces it (a PMT
@@ -37,7 +38,9 @@ class semantic_guidance(gr.basic_block):
     ``rate``: the link's budget ρ (the policy uses it). ``weight`` < 1 = the policy decides,
     else forced (sweeps). ``snr_db``: the channel state until the receiver reports one on
     ``csi`` (connect ``ofdm_rx``'s ``out``). ``threshold``: heatmap level of the critical
-    mask. Counters: ``processed``, ``fallbacks``.
+    mask. Counters: ``processed``, ``fallbacks``, ``dropped()`` (rejected messages: an image
+    PDU that is malformed or empty, a question that is none of the forms above, a CSI report
+    without a finite numeric ``snr_est_db``; each is logged and skipped).
     """
 
     def __init__(self, question="", segmenter="embedded", mllm_url="", mllm_model="default", rate=1 / 12,
@@ -72,24 +75,29 @@ class semantic_guidance(gr.basic_block):
             self._thread.join(timeout=5.0)
         return True
 
+    @message_handler("in")
     def _on_image(self, msg):
+        pixels, _ = pdu_image(msg)  # checked here, so that a bad PDU is rejected at once
+        if pixels is None:
+            raise ValueError("empty image PDU")
         self._q.put(msg)  # the worker thread does the guidance
 
+    @message_handler("question")
     def _on_question(self, msg):
         if pmt.is_symbol(msg):
             self.question, self.target = pmt.symbol_to_string(msg), ""
             return
         d = pmt.to_python(msg if pmt.is_dict(msg) else pmt.car(msg) if pmt.is_pair(msg) else msg)
-        if isinstance(d, dict) and "question" in d:
-            self.question, self.target = str(d["question"]), str(d.get("target", ""))
-        else:
-            gr.log.warn("semcom guidance: 'question' expects a string or a dict with key 'question'")
+        if not isinstance(d, dict) or "question" not in d:
+            raise ValueError("'question' expects a string or a dict with key 'question'")
+        question, target = d["question"], d.get("target", "")
+        if not isinstance(question, str) or not isinstance(target, str):
+            raise ValueError(f"question and target must be strings, got {question!r}, {target!r}")
+        self.question, self.target = question, target
 
+    @message_handler("csi")
     def _on_csi(self, msg):
-        if pmt.is_pair(msg):
-            snr = (pmt.to_python(pmt.car(msg)) or {}).get("snr_est_db")
-            if snr is not None and np.isfinite(snr):
-                self.snr_db = float(snr)
+        self.snr_db = csi_snr_db(msg)
 
     def _run(self):
         while True:
@@ -99,7 +107,7 @@ class semantic_guidance(gr.basic_block):
             try:
                 self._process(msg)
             except Exception as e:  # never let one image kill the worker
-                gr.log.error(f"semcom guidance: {e}")
+                reject(self, "in", e)
 
     def _process(self, msg):
         pixels, meta = pdu_image(msg)

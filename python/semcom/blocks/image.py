@@ -25,8 +25,10 @@ from gnuradio import gr
 from .. import codecs as _codecs
 from ..images import load_images
 from ..summary import image_line, image_summary
+from ._guard import MessageGuard, c32_array, message_handler, meta_bytes, meta_int, meta_number, reject
+from ._guard import meta_dict as _meta_dict
 from .link import random_features, threaded_source
-from .pmtvec import c32_to_pmt, pmt_to_c32, pmt_to_u8, u8_to_pmt
+from .pmtvec import c32_to_pmt, pmt_to_u8, u8_to_pmt
 
 __all__ = ["image_source", "semantic_encoder", "semantic_decoder", "image_sink", "image_pdu", "pdu_image", "score",
            "overlay"]
@@ -48,11 +50,11 @@ def pdu_image(msg) -> tuple[np.ndarray | None, dict]:
     """Image PDU → ((H, W, 3) uint8 or None when empty, metadata dict). Bad PDUs raise ValueError."""
     if not pmt.is_pair(msg) or not pmt.is_u8vector(pmt.cdr(msg)):
         raise ValueError("expected a PDU with a u8vector of RGB pixels")
-    meta = pmt.to_python(pmt.car(msg)) or {}
+    meta = _meta_dict(msg)
     data = pmt_to_u8(pmt.cdr(msg))
     if data.size == 0:
         return None, meta
-    h, w = int(meta.get("height", 0)), int(meta.get("width", 0))
+    h, w = meta_int(meta, "height", 0, 0), meta_int(meta, "width", 0, 0)
     if h * w * 3 != data.size:
         raise ValueError(f"image PDU of {data.size} bytes does not match height×width×3 = {h}×{w}×3")
     return data.reshape(h, w, 3), meta
@@ -63,19 +65,26 @@ def codec_ctx(meta: dict, shape, snr_db: float) -> dict:
     the ``semantic_guidance`` block attached (codecs that do not use them ignore them)."""
     ctx = {"snr_db": snr_db}
     imp = meta.get("importance")
+    if imp is not None and not isinstance(imp, (np.ndarray, list, tuple)):
+        raise ValueError(f"importance map must be an f32vector, got {type(imp).__name__}")
     if imp is not None and len(imp):
         imp = np.asarray(imp, np.float32)
         if imp.size != shape[0] * shape[1]:
             raise ValueError(f"importance map of {imp.size} values does not match the {shape[0]}x{shape[1]} image")
+        if not np.all(np.isfinite(imp)):
+            raise ValueError("importance map holds NaN/Inf")
         ctx["importance"] = imp.reshape(shape[:2])
-        ctx["weight"] = float(meta.get("weight", 1.0))
+        ctx["weight"] = meta_number(meta, "weight", 1.0)
     return ctx
 
 
-def _meta_dict(msg) -> dict:
-    if not pmt.is_pair(msg):
-        raise ValueError("expected a PDU (pair of metadata dict and vector)")
-    return pmt.to_python(pmt.car(msg)) or {}
+def csi_snr_db(msg) -> float:
+    """``snr_est_db`` of a CSI report (a PDU whose metadata has it, e.g. ``ofdm_rx``'s ``out``);
+    ValueError when it is not a PDU or the value is missing or not a finite number."""
+    snr = meta_number(_meta_dict(msg), "snr_est_db")
+    if snr is None:
+        raise ValueError("CSI report without 'snr_est_db'")
+    return snr
 
 
 class image_source(threaded_source):
@@ -90,7 +99,8 @@ class image_source(threaded_source):
     After the last image (acknowledged or timed out with "ack") the source ends the
     flowgraph ``linger_s`` seconds later (``threaded_source``; < 0: keeps it running).
     Unreadable files are skipped and listed in ``skipped``; an empty folder or missing
-    path raises ValueError when the block is built.
+    path raises ValueError when the block is built. Any message on ``next`` is an ack
+    (``dropped()`` stays 0; it is there for the blocks' common interface).
     """
 
     def __init__(self, path="", size=0, limit=0, repeat=1, pace="ack", interval_s=0.0, timeout_s=10.0, window=1,
@@ -111,6 +121,7 @@ class image_source(threaded_source):
         self.message_port_register_in(pmt.intern("next"))
         self.set_msg_handler(pmt.intern("next"), self._on_next)
 
+    @message_handler("next")
     def _on_next(self, _msg):
         self._slots.release()
 
@@ -148,7 +159,7 @@ class image_source(threaded_source):
         return self.done() and self._thread is not None and not self._thread.is_alive()
 
 
-class semantic_encoder(gr.basic_block):
+class semantic_encoder(MessageGuard, gr.basic_block):
     """Image PDU → symbol PDU for ``ofdm_tx``, with any codec of ``semcom.codecs``.
 
     ``codec``: a name of ``semcom.codecs.CODECS`` ("jscc", "separation", "importance_jscc") or a
@@ -159,7 +170,9 @@ class semantic_encoder(gr.basic_block):
     feedback channel carrying the receiver's own estimate. With ``sounding_frames`` > 0
     the encoder first sends that many short sounding frames (codec id 0, random symbols)
     and holds images until the first CSI report arrives or ``csi_timeout_s`` passes.
-    Images that cannot be encoded are logged and counted (``failed``).
+    Images that cannot be encoded are logged and counted (``failed``). Every rejected message
+    (an image that cannot be encoded, a CSI report without a finite numeric ``snr_est_db``) is
+    logged and counted in ``dropped()``; the encoder goes on with the next one.
     """
 
     def __init__(self, codec="jscc", rate=1 / 12, tx_snr_db=10.0, sounding_frames=0, sounding_len=1024,
@@ -206,20 +219,16 @@ class semantic_encoder(gr.basic_block):
         for msg in held:
             self._encode(msg)
 
+    @message_handler("csi")
     def _on_csi(self, msg):
-        try:
-            snr = _meta_dict(msg).get("snr_est_db")
-        except ValueError:
-            return
-        if snr is None or not np.isfinite(snr):
-            return
-        self.tx_snr_db = float(snr)
+        self.tx_snr_db = csi_snr_db(msg)
         self.csi_reports += 1
         if self._holding:
             if self._timer is not None:
                 self._timer.cancel()
             self._release()
 
+    @message_handler("in")
     def _on_image(self, msg):
         with self._lock:
             if self._holding:
@@ -232,17 +241,20 @@ class semantic_encoder(gr.basic_block):
             pixels, meta = pdu_image(msg)
             if pixels is None:
                 raise ValueError("empty image PDU")
-            image_id = int(meta.get("image_id", self.encoded))
+            image_id = meta_int(meta, "image_id", self.encoded, 0, 2**53)
+            name = meta.get("name", "")
+            if not isinstance(name, str):
+                raise ValueError(f"metadata 'name' must be a string, got {name!r}")
             snr = self.tx_snr_db
             enc = self.codec.encode(pixels, codec_ctx(meta, pixels.shape, snr))
-        except Exception as e:  # a bad image must not stop the flowgraph
+        except Exception as e:  # a bad image must not stop the flowgraph (also called from the CSI timer)
             self.failed += 1
-            gr.log.error(f"semcom semantic_encoder ({self.codec.name}): cannot encode: {e}")
+            reject(self, "in", f"cannot encode ({self.codec.name}): {e}")
             return
         h, w = pixels.shape[:2]
         rho = _codecs.rho(enc.symbols.size, h, w)
         out = dict(codec_id=self.codec.codec_id, seq=image_id & 0xFFFF, image_id=image_id,
-                   name=str(meta.get("name", "")), tx_snr_db=snr, rho=rho)
+                   name=name, tx_snr_db=snr, rho=rho)
         d = pmt.make_dict()
         for k, v in out.items():
             d = pmt.dict_add(d, pmt.intern(k), pmt.to_pmt(v))
@@ -254,7 +266,7 @@ class semantic_encoder(gr.basic_block):
         self.message_port_pub(pmt.intern("out"), pmt.cons(d, c32_to_pmt(sym)))
 
 
-class semantic_decoder(gr.basic_block):
+class semantic_decoder(MessageGuard, gr.basic_block):
     """``ofdm_rx`` PDU → decoded image PDU, with the receiver's own channel estimates.
 
     Only frames whose header ``codec_id`` is this codec's are decoded (others, e.g. sounding
@@ -264,6 +276,10 @@ class semantic_decoder(gr.basic_block):
     separation baseline's CRC fails), ``on_failure`` = "nothing" emits an empty image PDU
     with ``status`` "failed", "previous" re-emits the last decoded image with status
     "previous" (what a real receiver shows). Failures are counted (``failures``).
+    Malformed PDUs (not a PDU, ``codec_id``/``seq`` not integers, ``snr_est_db`` not a finite
+    number, ``side_info`` not a u8vector, the vector not a non-empty finite c32vector) are
+    logged, counted in ``dropped()`` (with frames the codec raised on, which still emit
+    status "error") and skipped; ``ignored`` counts the frames of other codecs and non-PDUs.
     """
 
     def __init__(self, codec="jscc", rate=1 / 12, on_failure="nothing", codec_args=None):
@@ -278,26 +294,35 @@ class semantic_decoder(gr.basic_block):
         self.message_port_register_out(pmt.intern("out"))
         self.set_msg_handler(pmt.intern("in"), self._handle)
 
+    @message_handler("in")
     def _handle(self, msg):
         try:
             meta = _meta_dict(msg)
         except ValueError:
             self.ignored += 1
-            return
-        if int(meta.get("codec_id", -1)) != self.codec.codec_id:
+            raise
+        if meta_int(meta, "codec_id", -1) != self.codec.codec_id:
             self.ignored += 1
             return
+        seq = meta_int(meta, "seq", -1, -1, 0xFFFF)
+        snr = meta_number(meta, "snr_est_db")
+        if snr is None:
+            raise ValueError("receiver metadata has no 'snr_est_db'")
+        meta_number(meta, "noise_var", finite=False)
+        y = c32_array(pmt.cdr(msg), what="PDU vector of received symbols")
+        side = meta_bytes(meta, "side_info")
+        equalizer = meta.get("equalizer", "zf")
+        if not isinstance(equalizer, str):
+            raise ValueError(f"metadata 'equalizer' must be a string, got {equalizer!r}")
         status, image = "ok", None
         try:
-            y = pmt_to_c32(pmt.cdr(msg))
-            side = bytes(bytearray(meta.get("side_info", b"")))
             csi = _codecs.Csi.from_meta(meta, y.size)
-            y = csi.unbias(y, str(meta.get("equalizer", "zf")))
+            y = csi.unbias(y, equalizer)
             image = self.codec.decode(y, side, csi)
             if image is None:
                 status = getattr(self.codec, "last_status", "failed") or "failed"
         except Exception as e:  # channel-corrupted input must not stop the flowgraph
-            gr.log.error(f"semcom semantic_decoder ({self.codec.name}): {e}")
+            reject(self, "in", f"cannot decode ({self.codec.name}): {e}")
             status = "error"
         if image is None:
             self.failures += 1
@@ -306,8 +331,7 @@ class semantic_decoder(gr.basic_block):
         else:
             self.decoded += 1
             self._previous = image
-        out = dict(seq=int(meta.get("seq", -1)), codec=self.codec.name, status=status,
-                   snr_est_db=float(meta.get("snr_est_db", np.nan)))
+        out = dict(seq=seq, codec=self.codec.name, status=status, snr_est_db=snr)
         if image is not None and hasattr(self.codec, "levels_map"):  # importance map the frame carried
             out["importance_levels"] = self.codec.levels_map(side).ravel()
         if image is None:
@@ -338,7 +362,7 @@ def overlay(image: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return np.clip(image * (1 - alpha) + np.array([255.0, 0.0, 0.0]) * alpha, 0, 255).astype(np.uint8)
 
 
-class image_sink(gr.basic_block):
+class image_sink(MessageGuard, gr.basic_block):
     """Decoded image PDUs → PNG files, per-image metrics and an ``ack`` for the source.
 
     ``reference``/``size``: the same image set as the source (scored by ``seq``, the
@@ -352,6 +376,9 @@ class image_sink(gr.basic_block):
     Every PDU triggers a message on ``ack``. ``verbose``: one line per image (seq, name,
     codec, status, estimated SNR, PSNR) and, when the flowgraph ends, a summary (images
     received of ``expected`` (0: the reference set, or the highest seq seen), lost, mean PSNR).
+    Malformed PDUs (not an image PDU, size mismatch, ``seq`` not an integer in -1…65535,
+    ``snr_est_db`` not a number, ``codec``/``status`` not strings) are logged, counted
+    (``dropped()``) and acked, but not recorded.
     """
 
     FIELDS = ("seq", "name", "codec", "status", "snr_est_db", "psnr", "ssim", "ms_ssim", "effnet_dist", "file", "t")
@@ -390,18 +417,26 @@ class image_sink(gr.basic_block):
             rows = list(self.rows)
         return image_summary(rows, self.expected)
 
+    @message_handler("in")
     def _handle(self, msg):
         try:
-            image, meta = pdu_image(msg)
-        except ValueError as e:
-            gr.log.error(f"semcom image_sink: {e}")
-            return
+            self._record(msg)
         finally:
             self.message_port_pub(pmt.intern("ack"), pmt.PMT_T)
-        seq = int(meta.get("seq", -1))
+
+    def _record(self, msg):
+        image, meta = pdu_image(msg)
+        seq = meta_int(meta, "seq", -1, -1, 0xFFFF)
+        snr = meta_number(meta, "snr_est_db", np.nan, finite=False)
+        codec, status = meta.get("codec", self.label), meta.get("status", "ok")
+        if not isinstance(codec, str) or not isinstance(status, str):
+            raise ValueError(f"metadata 'codec' and 'status' must be strings, got {codec!r}, {status!r}")
+        levels = meta.get("importance_levels")
+        if levels is not None and not isinstance(levels, (np.ndarray, list, tuple)):
+            raise ValueError(f"metadata 'importance_levels' must be a u8vector, got {type(levels).__name__}")
         ref = self.images.items[seq % len(self.images)].pixels if seq >= 0 else None
-        row = dict(seq=seq, name="", codec=meta.get("codec", self.label), status=meta.get("status", "ok"),
-                   snr_est_db=float(meta.get("snr_est_db", np.nan)), psnr=np.nan, ssim=np.nan, ms_ssim=np.nan,
+        row = dict(seq=seq, name="", codec=codec, status=status,
+                   snr_est_db=snr, psnr=np.nan, ssim=np.nan, ms_ssim=np.nan,
                    effnet_dist=np.nan, file="", t=time.time())
         if ref is not None:
             row["name"] = self.images.items[seq % len(self.images)].name
@@ -414,7 +449,6 @@ class image_sink(gr.basic_block):
             stem = os.path.splitext(row["name"] or f"image{seq}")[0]
             row["file"] = os.path.join(self.out_dir, f"{stem}_{row['codec']}{self.label}_{seq}.png")
             Image.fromarray(image).save(row["file"])
-            levels = meta.get("importance_levels")
             if levels is not None and len(levels) == image.shape[0] * image.shape[1]:
                 Image.fromarray(overlay(image, np.asarray(levels).reshape(image.shape[:2]))).save(
                     row["file"][:-4] + "_mask.png")

@@ -10,7 +10,8 @@ from gnuradio import gr
 
 from ..metrics import nmse_db
 from ..summary import frame_summary
-from .pmtvec import c32_to_pmt, pmt_to_c32
+from ._guard import MessageGuard, c32_array, message_handler, meta_dict, meta_int, meta_number
+from .pmtvec import c32_to_pmt
 
 __all__ = ["feature_source", "link_monitor", "threaded_source"]
 
@@ -21,7 +22,7 @@ def random_features(seed: int, seq: int, length: int) -> np.ndarray:
     return ((r.standard_normal(length) + 1j * r.standard_normal(length)) / np.sqrt(2)).astype(np.complex64)
 
 
-class threaded_source(gr.basic_block):
+class threaded_source(MessageGuard, gr.basic_block):
     """Base of message sources that publish on ``out`` from a worker thread (``_run``)
     between the flowgraph's start() and stop(); ``_stop`` is set when it must end.
 
@@ -103,7 +104,7 @@ class feature_source(threaded_source):
         return self.sent >= self.n_frames
 
 
-class link_monitor(gr.basic_block):
+class link_monitor(MessageGuard, gr.basic_block):
     """Per-frame link report: symbol NMSE, estimated vs true SNR, header failures.
 
     Message input ``in``: PDUs from ``ofdm_rx``. Regenerates the sent symbols of a
@@ -111,7 +112,9 @@ class link_monitor(gr.basic_block):
     ``true_snr_db`` is only printed beside the estimate, never given to the receiver.
     When the flowgraph ends (``stop()``) it prints a summary line (``verbose``): frames
     received of ``expected`` (0: judged from the highest seq seen), lost, mean NMSE and
-    estimated SNR, header failures.
+    estimated SNR, header failures. Malformed PDUs (not a PDU, not a non-empty finite
+    c32vector, wrong-typed ``seq``/``codec_id``/``payload_len``/``header_failures``/
+    ``snr_est_db``/``cfo``) are logged, counted (``dropped()``) and skipped.
     """
 
     def __init__(self, seed=0, true_snr_db=float("nan"), verbose=True, rx=None, expected=0):
@@ -123,15 +126,16 @@ class link_monitor(gr.basic_block):
         self.message_port_register_in(pmt.intern("in"))
         self.set_msg_handler(pmt.intern("in"), self._handle)
 
+    @message_handler("in")
     def _handle(self, msg):
-        meta = pmt.to_python(pmt.car(msg)) or {}
-        y = pmt_to_c32(pmt.cdr(msg))
-        seq = int(meta.get("seq", -1))
-        x = random_features(self.seed, seq, len(y))
-        row = dict(seq=seq, codec_id=int(meta.get("codec_id", -1)), hdr_payload_len=int(meta.get("payload_len", -1)),
-                   payload_len=len(y), nmse_db=nmse_db(y, x), snr_est_db=float(meta.get("snr_est_db", np.nan)),
-                   true_snr_db=self.true_snr_db, cfo=float(meta.get("cfo", np.nan)),
-                   header_failures=int(meta.get("header_failures", 0)), t=time.time())
+        meta = meta_dict(msg)
+        y = c32_array(pmt.cdr(msg), what="PDU vector of received symbols")
+        seq = meta_int(meta, "seq", -1, -1, 0xFFFF)
+        nmse = nmse_db(y, random_features(self.seed, seq, len(y))) if seq >= 0 else np.nan
+        row = dict(seq=seq, codec_id=meta_int(meta, "codec_id", -1), hdr_payload_len=meta_int(meta, "payload_len", -1),
+                   payload_len=len(y), nmse_db=nmse, snr_est_db=meta_number(meta, "snr_est_db", np.nan, finite=False),
+                   true_snr_db=self.true_snr_db, cfo=meta_number(meta, "cfo", np.nan, finite=False),
+                   header_failures=meta_int(meta, "header_failures", 0), t=time.time())
         with self._lock:
             self.rows.append(row)
         if self.verbose:

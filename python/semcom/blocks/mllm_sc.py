@@ -14,6 +14,8 @@ import time
 import pmt
 from gnuradio import gr
 
+from ._guard import MessageGuard, message_handler, meta_bytes, meta_dict, meta_int, meta_number
+
 __all__ = ["question_gate", "device_uplink"]
 
 
@@ -43,7 +45,7 @@ def _as_dict(msg):
     return None
 
 
-class question_gate(gr.basic_block):
+class question_gate(MessageGuard, gr.basic_block):
     """MLLM-SC edge: uplink demultiplexer and question gate.
 
     Message input ``uplink`` (connect a ZMQ ``pull_msg_source``): PMT dicts from the device (a
@@ -66,7 +68,9 @@ class question_gate(gr.basic_block):
     Prints ``[edge] question (<source>): '...'`` when the question is set. State for reports:
     ``question``, ``target``, ``question_source`` ("device", "default", "" before either),
     ``questions``, ``csi_reports``, ``last_snr_db``, ``acks``, ``held``, ``released`` (list of
-    (image_id, question)).
+    (image_id, question)). Malformed messages (an uplink message of none of the forms above or
+    with a wrong-typed value, an image message that is not a PDU of a u8vector) are logged,
+    counted (``dropped()``) and skipped.
     """
 
     def __init__(self, default_question="", default_target="", question_timeout_s=30.0, settle_s=0.2):
@@ -136,42 +140,43 @@ class question_gate(gr.basic_block):
             self._forward(msg)
 
     def _forward(self, msg):
-        image_id = -1
-        if pmt.is_pair(msg) and pmt.is_dict(pmt.car(msg)):
-            image_id = pmt.to_python(pmt.dict_ref(pmt.car(msg), pmt.intern("image_id"), pmt.from_long(-1)))
+        image_id = pmt.to_python(pmt.dict_ref(pmt.car(msg), pmt.intern("image_id"), pmt.from_long(-1)))
         self.released.append((image_id, self.question))
         self.message_port_pub(pmt.intern("out"), msg)
 
+    @message_handler("in")
     def _on_image(self, msg):
+        meta_dict(msg)
+        if not pmt.is_u8vector(pmt.cdr(msg)):
+            raise ValueError("expected an image PDU (u8vector of RGB pixels)")
         with self._lock:
             if not self._open:
                 self._held.append(msg)
                 return
         self._forward(msg)
 
+    @message_handler("uplink")
     def _on_uplink(self, msg):
         d = _as_dict(msg)
-        if d is None:
-            self._log("ignored an uplink message that is neither a question, a CSI report nor an ack")
-            return
+        if d is None or not {"question", "snr_est_db", "ack"} & set(d):
+            raise ValueError("uplink message is neither a question, a CSI report nor an ack")
+        question, target = d.get("question"), d.get("target", "") or ""
+        if "question" in d and (not isinstance(question, str) or not isinstance(target, str)):
+            raise ValueError(f"question and target must be strings, got {question!r}, {target!r}")
+        snr = meta_number(d, "snr_est_db") if "snr_est_db" in d else None  # checked before anything is used
         if "question" in d:
             self.questions += 1
-            self._set_question(str(d["question"]), str(d.get("target", "") or ""), "device")
-        if "snr_est_db" in d:
-            try:
-                snr = float(d["snr_est_db"])
-            except (TypeError, ValueError):
-                snr = float("nan")
-            if snr == snr:  # not NaN
-                self.csi_reports += 1
-                self.last_snr_db = snr
-                self.message_port_pub(pmt.intern("csi"), _pdu({"snr_est_db": snr, "t": time.time()}))
+            self._set_question(question, target, "device")
+        if snr is not None:
+            self.csi_reports += 1
+            self.last_snr_db = snr
+            self.message_port_pub(pmt.intern("csi"), _pdu({"snr_est_db": snr, "t": time.time()}))
         if "ack" in d:
             self.acks += 1
             self.message_port_pub(pmt.intern("next"), pmt.PMT_T)
 
 
-class device_uplink(gr.basic_block):
+class device_uplink(MessageGuard, gr.basic_block):
     """MLLM-SC device: question, CSI feedback and acks to the edge.
 
     Everything leaves on ``out`` (connect a ZMQ ``push_msg_sink``) as a PMT dict:
@@ -187,7 +192,9 @@ class device_uplink(gr.basic_block):
 
     State for reports: ``questions_sent``, ``acks`` and ``frames``: per received frame a dict
     of ``seq``, ``codec_id``, ``snr_est_db`` and ``side_info`` (bytes; the importance codec's
-    side information carries the weight used).
+    side information carries the weight used). Malformed CSI messages (not a PDU, no finite
+    numeric ``snr_est_db``, wrong-typed ``seq``/``codec_id``/``side_info``) are logged, counted
+    (``dropped()``) and skipped; any message on ``ack`` is an ack.
     """
 
     def __init__(self, question="", target="", repeat_s=1.0):
@@ -223,22 +230,18 @@ class device_uplink(gr.basic_block):
             if self.repeat_s <= 0 or self._first_image.wait(self.repeat_s):
                 return
 
+    @message_handler("csi")
     def _on_csi(self, msg):
-        if not pmt.is_pair(msg) or not pmt.is_dict(pmt.car(msg)):
-            return
-        meta = pmt.car(msg)
+        meta = meta_dict(msg)
+        snr = meta_number(meta, "snr_est_db")
+        if snr is None:
+            raise ValueError("CSI report without 'snr_est_db'")
+        seq, codec_id = meta_int(meta, "seq", -1, -1, 0xFFFF), meta_int(meta, "codec_id", -1, -1, 255)
+        side = meta_bytes(meta, "side_info")
+        self.frames.append(dict(seq=seq, codec_id=codec_id, snr_est_db=snr, side_info=side))
+        self.message_port_pub(pmt.intern("out"), _dict_pmt({"snr_est_db": snr, "seq": seq, "codec_id": codec_id}))
 
-        def ref(key, default):
-            return pmt.to_python(pmt.dict_ref(meta, pmt.intern(key), default))
-
-        snr = float(ref("snr_est_db", pmt.from_double(float("nan"))))
-        seq, codec_id = int(ref("seq", pmt.from_long(-1))), int(ref("codec_id", pmt.from_long(-1)))
-        side = ref("side_info", pmt.PMT_NIL)
-        self.frames.append(dict(seq=seq, codec_id=codec_id, snr_est_db=snr,
-                                side_info=bytes(bytearray(side)) if side is not None else b""))
-        if snr == snr:  # not NaN
-            self.message_port_pub(pmt.intern("out"), _dict_pmt({"snr_est_db": snr, "seq": seq, "codec_id": codec_id}))
-
+    @message_handler("ack")
     def _on_ack(self, _msg):
         self.acks += 1
         self._first_image.set()

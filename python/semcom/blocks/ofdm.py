@@ -19,7 +19,8 @@ from gnuradio import gr
 from ..phy import OfdmParams, profile as _profile
 from ..phy import header as _hdr
 from ..phy import modem as _m
-from .pmtvec import c32_to_pmt, f32_to_pmt, pmt_to_c32, u8_to_pmt
+from ._guard import MessageGuard, c32_array, message_handler, meta_bytes, meta_int, pdu_parts
+from .pmtvec import c32_to_pmt, f32_to_pmt, u8_to_pmt
 
 __all__ = ["ofdm_tx", "ofdm_rx", "ofdm_framer", "burst_source", "frame_receiver", "make_params", "max_frame_symbols"]
 
@@ -43,11 +44,6 @@ def make_params(profile="wifi64", fft_len=None, cp_len=None, occupied_carriers=N
     return _profile(profile, **over)
 
 
-def _pmt_get(meta, key, default=None):
-    v = pmt.dict_ref(meta, pmt.intern(key), pmt.PMT_NIL)
-    return default if pmt.is_null(v) else pmt.to_python(v)
-
-
 def max_frame_symbols(p: OfdmParams, max_payload_len: int, max_side_len: int = 0) -> int:
     """OFDM symbols after the preamble of the longest frame with these limits."""
     if not 1 <= int(max_payload_len) <= _hdr.MAX_PAYLOAD_LEN:
@@ -60,16 +56,19 @@ def max_frame_symbols(p: OfdmParams, max_payload_len: int, max_side_len: int = 0
 
 # ---------------------------------------------------------------------------------------
 # Transmitter
-class ofdm_framer(gr.basic_block):
+class ofdm_framer(MessageGuard, gr.basic_block):
     """PDU of feature symbols → PDU of the frame's time-domain samples (one burst).
 
     Input PDU (``in``): metadata dict (optional keys ``codec_id`` int, ``seq`` int,
     ``side_info`` u8vector/bytes) + c32vector of analog feature symbols. Output PDU
     (``out``): metadata ``semcom_seq``, ``semcom_codec``, ``semcom_payload_len`` + c32vector
     of the burst (preamble, header, side information, payload, ``tail_symbols``; unitary
-    IFFT, times ``scale``). Bad PDUs are dropped with an error in the log and counted
-    (``dropped()``).
+    IFFT, times ``scale``). Bad PDUs (not a PDU, not a non-empty finite c32vector, too long,
+    wrong-typed ``codec_id`` (0…255) / ``seq`` (0…65535) / ``side_info``) are dropped with an
+    error in the log and counted (``dropped()``).
     """
+
+    _log_name = "ofdm_tx"
 
     def __init__(self, params: OfdmParams, codec_id: int = 0, tail_symbols: int = 0, scale: float = 1.0,
                  max_payload_len: int = _hdr.MAX_PAYLOAD_LEN, max_side_len: int = _hdr.MAX_SIDE_LEN):
@@ -80,39 +79,24 @@ class ofdm_framer(gr.basic_block):
         self.scale = float(scale)
         self.max_payload_len, self.max_side_len = int(max_payload_len), int(max_side_len)
         self._seq = 0
-        self._dropped = 0
         self._keys = [pmt.intern(k) for k in ("semcom_seq", "semcom_codec", "semcom_payload_len")]
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("out"))
         self.set_msg_handler(pmt.intern("in"), self._handle)
 
-    def dropped(self) -> int:
-        return self._dropped
-
+    @message_handler("in")
     def _handle(self, msg):
-        try:
-            if not pmt.is_pair(msg):
-                raise ValueError("input is not a PDU (pair of metadata dict and vector)")
-            meta, vec = pmt.car(msg), pmt.cdr(msg)
-            if not pmt.is_c32vector(vec):
-                raise ValueError("PDU vector must be a c32vector of feature symbols")
-            if not pmt.is_dict(meta):
-                meta = pmt.make_dict()
-            x = pmt_to_c32(vec)
-            if len(x) > self.max_payload_len:
-                raise ValueError(f"{len(x)} symbols exceed max_payload_len={self.max_payload_len}")
-            codec = int(_pmt_get(meta, "codec_id", self.codec_id))
-            seq = _pmt_get(meta, "seq")
-            seq = self._seq if seq is None else int(seq)
-            side = _pmt_get(meta, "side_info", b"")
-            side = bytes(bytearray(side)) if side is not None else b""
-            if len(side) > self.max_side_len:
-                raise ValueError(f"{len(side)} bytes of side information exceed max_side_len={self.max_side_len}")
-            frame = _m.build_frame(self.params, x, codec, seq, side)
-        except Exception as e:  # a bad PDU must never take the flowgraph down
-            self._dropped += 1
-            gr.log.error(f"semcom ofdm_tx: dropped PDU: {e}")
-            return
+        meta, vec = pdu_parts(msg)
+        x = c32_array(vec, what="PDU vector of feature symbols")
+        if len(x) > self.max_payload_len:
+            raise ValueError(f"{len(x)} symbols exceed max_payload_len={self.max_payload_len}")
+        meta = pmt.to_python(meta) or {}
+        codec = meta_int(meta, "codec_id", self.codec_id, 0, 255)
+        seq = meta_int(meta, "seq", self._seq, 0, 0xFFFF)
+        side = meta_bytes(meta, "side_info")
+        if len(side) > self.max_side_len:
+            raise ValueError(f"{len(side)} bytes of side information exceed max_side_len={self.max_side_len}")
+        frame = _m.build_frame(self.params, x, codec, seq, side)
         self._seq = (seq + 1) & 0xFFFF
         burst = _m.frame_samples(self.params, frame, self.tail_symbols)
         if self.scale != 1.0:
@@ -124,7 +108,7 @@ class ofdm_framer(gr.basic_block):
         self.message_port_pub(pmt.intern("out"), pmt.cons(out, c32_to_pmt(burst)))
 
 
-class burst_source(gr.sync_block):
+class burst_source(MessageGuard, gr.sync_block):
     """PDUs of samples → a stream of back-to-back bursts, each tagged at its first sample with
     ``packet_len`` (its length) and with every key of the PDU's metadata.
 
@@ -134,7 +118,8 @@ class burst_source(gr.sync_block):
     it, and the receiver, see the last burst before they finish. (GNU Radio's tagged-stream
     source is stopped as soon as its upstream is done, with the PDUs it still queues lost.)
     Bursts may span several calls of ``work``, so the output buffer needs no room for a whole
-    burst.
+    burst. PDUs that are not a non-empty finite c32vector are dropped, logged and counted
+    (``dropped()``).
     """
 
     def __init__(self, length_tag_key=LENGTH_TAG):
@@ -148,22 +133,19 @@ class burst_source(gr.sync_block):
         # replaces GNU Radio's own system handler, which would end this block at once
         self.set_msg_handler(pmt.intern("system"), self._system)
 
+    @message_handler("pdus")
     def _handle(self, msg):
-        try:
-            x = pmt_to_c32(pmt.cdr(msg))
-            meta = pmt.car(msg)
-            items = pmt.dict_items(meta) if pmt.is_dict(meta) else pmt.PMT_NIL
-            tags = []
-            while pmt.is_pair(items):
-                kv = pmt.car(items)
-                tags.append((pmt.car(kv), pmt.cdr(kv)))
-                items = pmt.cdr(items)
-        except Exception as e:  # a bad PDU must never take the flowgraph down
-            gr.log.error(f"semcom burst_source: dropped PDU: {e}")
-            return
-        if len(x):
-            self._queue.append((x, tags))
+        meta, vec = pdu_parts(msg)
+        x = c32_array(vec, what="burst")
+        items = pmt.dict_items(meta)
+        tags = []
+        while pmt.is_pair(items):
+            kv = pmt.car(items)
+            tags.append((pmt.car(kv), pmt.cdr(kv)))
+            items = pmt.cdr(items)
+        self._queue.append((x, tags))
 
+    @message_handler("system")
     def _system(self, msg):
         if pmt.is_pair(msg) and pmt.eqv(pmt.car(msg), pmt.intern("done")):
             self._upstream_done = True
@@ -209,7 +191,8 @@ class ofdm_tx(gr.hier_block2):
     cyclic prefix. Unitary IFFT: each data subcarrier carries Es = 1 (times ``scale``).
 
     ``tail_symbols`` appends empty OFDM symbols (pilots only) to every burst (a gap that
-    keeps a radio's stream busy); the receiver needs no tail.
+    keeps a radio's stream busy); the receiver needs no tail. Malformed PDUs on ``in`` are
+    logged, counted (``dropped()``) and skipped; the transmitter goes on with the next one.
     """
 
     def __init__(self, profile="wifi64", fft_len=None, cp_len=None, occupied_carriers=None,
@@ -233,8 +216,8 @@ class ofdm_tx(gr.hier_block2):
         self.connect(self.bursts, self)
 
     def dropped(self) -> int:
-        """PDUs rejected by the framer (bad type, empty, too long, NaN …)."""
-        return self.framer.dropped()
+        """PDUs rejected by the framer (bad type, empty, too long, NaN …) and the burst writer."""
+        return self.framer.dropped() + self.bursts.dropped()
 
 
 # ---------------------------------------------------------------------------------------

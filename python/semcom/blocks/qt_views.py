@@ -4,7 +4,7 @@ Both are message blocks with a widget, used like GNU Radio's own qtgui sinks: th
 object has ``qwidget()`` (the QWidget to place; GRC's ``gui_hint`` puts it into the grid of
 a ``qt_gui`` flowgraph). They are thread-safe: the message handler (a GNU Radio thread) only
 parses the PDU and emits a Qt signal; the widget is updated in the Qt GUI thread by the
-queued slot. Malformed PDUs are logged and counted (``malformed``), never raised.
+queued slot. Malformed PDUs are logged and counted (``dropped()``, also ``malformed``), never raised.
 
 * ``qt_image_view``: decoded image PDUs (``semantic_decoder`` → this block; format in
   ``semcom.blocks.image``) → the image, scaled to the widget, with a caption (seq, status,
@@ -28,6 +28,7 @@ import pmt
 from gnuradio import gr
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from ._guard import MessageGuard, message_handler, meta_int, meta_number
 from .image import overlay, pdu_image
 
 __all__ = ["qt_image_view", "qt_rx_readout", "rgb_qimage"]
@@ -84,13 +85,13 @@ class _ImageLabel(QtWidgets.QLabel):
             self.setPixmap(self._pix.scaled(self.size(), QtCore.Qt.KeepAspectRatio, QtCore.Qt.FastTransformation))
 
 
-class qt_image_view(gr.basic_block):
+class qt_image_view(MessageGuard, gr.basic_block):
     """Decoded image PDUs → the received image in a Qt widget (see the module docstring).
 
     ``label``: title above the image; ``mask``: "overlay", "beside" or "off" (importance
     map of the MLLM-SC codec); ``min_size``: minimum edge of the image area in pixels;
     ``verbose``: print one line per PDU. Counters: ``received``, ``shown``, ``empty``,
-    ``malformed``.
+    ``dropped()`` (malformed PDUs: logged and skipped; ``malformed`` is the same count).
     """
 
     MASK_MODES = ("overlay", "beside", "off")
@@ -102,7 +103,7 @@ class qt_image_view(gr.basic_block):
         if int(min_size) < 16:
             raise ValueError("min_size >= 16 required")
         self.mask, self.verbose = mask, bool(verbose)
-        self.received = self.shown = self.empty = self.malformed = 0
+        self.received = self.shown = self.empty = 0
         self._lock = threading.Lock()
         self._widget = QtWidgets.QGroupBox(str(label), parent)
         lay = QtWidgets.QVBoxLayout(self._widget)
@@ -124,23 +125,28 @@ class qt_image_view(gr.basic_block):
         """The widget to place in the window (GRC: ``gui_hint``)."""
         return self._widget
 
+    @property
+    def malformed(self) -> int:
+        """Malformed PDUs (= ``dropped()``)."""
+        return self.dropped()
+
     # GNU Radio message thread: parse, then hand over to the GUI thread
+    @message_handler("in")
     def _handle(self, msg):
-        try:
-            image, meta = pdu_image(msg)
-            item = dict(meta=meta, image=None, masked=None, top_level=0)
-            if image is not None:
-                item["image"] = rgb_qimage(image)
-                levels = meta.get("importance_levels")
-                if self.mask != "off" and levels is not None and len(levels) == image.shape[0] * image.shape[1]:
-                    levels = np.asarray(levels).reshape(image.shape[:2])
-                    item["masked"] = rgb_qimage(overlay(image, levels))
-                    item["top_level"] = int(levels.max())
-        except Exception as e:  # a bad PDU must not stop the flowgraph
-            with self._lock:
-                self.malformed += 1
-            gr.log.error(f"semcom qt_image_view: malformed PDU: {e}")
-            return
+        image, meta = pdu_image(msg)
+        # the caption's fields, checked here (an exception in the Qt slot would abort the GUI)
+        meta = dict(meta, seq=meta_int(meta, "seq", -1, -1, 0xFFFF), snr_est_db=meta_number(meta, "snr_est_db", np.nan, finite=False),
+                    status=str(meta.get("status", "ok")))
+        item = dict(meta=meta, image=None, masked=None, top_level=0)
+        if image is not None:
+            item["image"] = rgb_qimage(image)
+            levels = meta.get("importance_levels")
+            if levels is not None and not isinstance(levels, (np.ndarray, list, tuple)):
+                raise ValueError(f"metadata 'importance_levels' must be a u8vector, got {type(levels).__name__}")
+            if self.mask != "off" and levels is not None and len(levels) == image.shape[0] * image.shape[1]:
+                levels = np.asarray(levels).reshape(image.shape[:2])
+                item["masked"] = rgb_qimage(overlay(image, levels))
+                item["top_level"] = int(levels.max())
         with self._lock:
             self.received += 1
             if image is None:
@@ -170,12 +176,13 @@ class qt_image_view(gr.basic_block):
         self.caption.setText(text)
 
 
-class qt_rx_readout(gr.basic_block):
+class qt_rx_readout(MessageGuard, gr.basic_block):
     """``ofdm_rx`` PDUs → live readout of metadata keys in a Qt widget.
 
     ``keys``: metadata keys shown, one row each (scalars; vectors show their length);
     ``label``: title; ``precision``: decimals of float values; ``verbose``: print one line
-    per PDU. Counters: ``received``, ``malformed``; ``values`` holds the last value per key.
+    per PDU. Counters: ``received``, ``dropped()`` (malformed PDUs: logged and skipped;
+    ``malformed`` is the same count); ``values`` holds the last value per key.
     """
 
     def __init__(self, keys=("snr_est_db", "header_failures", "cfo"), label="Receiver", precision=2,
@@ -187,7 +194,7 @@ class qt_rx_readout(gr.basic_block):
         if not self.keys:
             raise ValueError("at least one metadata key required")
         self.precision, self.verbose = int(precision), bool(verbose)
-        self.received = self.malformed = 0
+        self.received = 0
         self.values = {}
         self._lock = threading.Lock()
         self._widget = QtWidgets.QGroupBox(str(label), parent)
@@ -225,23 +232,23 @@ class qt_rx_readout(gr.basic_block):
         except TypeError:
             return str(v)
 
+    @property
+    def malformed(self) -> int:
+        """Malformed PDUs (= ``dropped()``)."""
+        return self.dropped()
+
+    @message_handler("in")
     def _handle(self, msg):
-        try:
-            if not pmt.is_pair(msg) or not pmt.is_dict(pmt.car(msg)):
-                raise ValueError("expected a PDU (pair of metadata dict and vector)")
-            d = pmt.car(msg)
-            vals = {}
-            for k in self.keys:
-                ref = pmt.dict_ref(d, pmt.intern(k), pmt.PMT_NIL)
-                if pmt.is_uniform_vector(ref):
-                    vals[k] = f"[{pmt.length(ref)}]"
-                else:
-                    vals[k] = None if pmt.is_null(ref) else pmt.to_python(ref)
-        except Exception as e:  # a bad PDU must not stop the flowgraph
-            with self._lock:
-                self.malformed += 1
-            gr.log.error(f"semcom qt_rx_readout: malformed PDU: {e}")
-            return
+        if not pmt.is_pair(msg) or not pmt.is_dict(pmt.car(msg)):
+            raise ValueError("expected a PDU (pair of metadata dict and vector)")
+        d = pmt.car(msg)
+        vals = {}
+        for k in self.keys:
+            ref = pmt.dict_ref(d, pmt.intern(k), pmt.PMT_NIL)
+            if pmt.is_uniform_vector(ref):
+                vals[k] = f"[{pmt.length(ref)}]"
+            else:
+                vals[k] = None if pmt.is_null(ref) else pmt.to_python(ref)
         with self._lock:
             self.received += 1
             n = self.received
