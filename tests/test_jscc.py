@@ -238,3 +238,21 @@ def test_guide_attn_reads_the_allocation_map():
         y1, y2 = ga(x, a1), ga(x, a2)
     assert y1.shape == x.shape
     assert (y1[..., :4, :4] - y2[..., :4, :4]).abs().max() > 1e-3  # top-left features changed
+
+
+def test_16_bit_greyscale_images_keep_their_range(tmp_path):
+    """A 16-bit greyscale PNG is scaled to 8 bits, not clipped (Pillow's convert("RGB") made
+    99.6 % of such a ramp white)."""
+    from PIL import Image
+
+    from gnuradio.semcom.images import load_images
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    Image.fromarray((ramp / 65535.0).astype(np.float32)).save(tmp_path / "gf.tiff")
+    for it in load_images(str(tmp_path), 0, 0):
+        px = it.pixels
+        assert px.shape == (64, 64, 3) and px.dtype == np.uint8
+        assert (px == 255).mean() < 0.01 and px.min() == 0 and px.max() == 255, it.name
+        expect = np.rint(ramp * (255.0 / 65535.0))
+        assert np.abs(px[..., 0].astype(float) - expect).max() <= 1, it.name

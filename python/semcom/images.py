@@ -55,12 +55,29 @@ def _fit(a: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im.resize((size, size), Image.LANCZOS), np.uint8)
 
 
+def _grey_to_rgb8(a: np.ndarray, mode: str) -> np.ndarray:
+    """A greyscale image of more than 8 bits → (H, W, 3) uint8, its full range kept.
+
+    Pillow's convert("RGB") clips such images at 255 instead of scaling them (a 16-bit PNG
+    came out 99.6 % white). 16-bit modes ("I;16…", and "I" holding 16-bit values, as 16-bit
+    PNGs load) are scaled by 255/65535; float images ("F") in [0, 1] by 255."""
+    a = a.astype(np.float64)
+    if mode == "F" and np.nanmax(a) <= 1.0:
+        a = a * 255.0
+    elif mode.startswith("I;16") or np.nanmax(a) > 255:
+        a = a * (255.0 / 65535.0)
+    g = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
+
+
 def _read(path: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit integer or float greyscale
+                return _grey_to_rgb8(np.asarray(im), im.mode)
             return np.asarray(im.convert("RGB"), np.uint8)  # grayscale, palette, RGBA, CMYK → RGB
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {path!r}: {e}") from e
