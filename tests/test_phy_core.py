@@ -348,3 +348,26 @@ def test_header_symbols_on_the_constellation(name, mod, low_db, rng):
             a = 1.0 if mod == "bpsk" else 1 / np.sqrt(2)
             assert np.allclose(np.abs(z.real), a, atol=0.15)
             assert np.allclose(np.abs(z.imag), 0.0 if mod == "bpsk" else a, atol=0.15)
+
+
+@pytest.mark.parametrize("name", ["wifi64", "wide256", "wide512"])
+def test_no_frame_with_nan_whatever_the_input_scale(name):
+    """Input scaled far beyond float32's comfortable range (wide512 at 1e18 once gave a frame of
+    NaN symbols with a NaN SNR): every frame returned is finite, and each frame is accounted for
+    (decoded, or counted as a header failure or a non-finite frame)."""
+    p = profile(name)
+    m = ReferenceModem(p)
+    rng = np.random.default_rng(0)
+    x = ((rng.standard_normal(2000) + 1j * rng.standard_normal(2000)) / np.sqrt(2)).astype(np.complex64)
+    s = np.concatenate([np.zeros(300), m.tx(x, codec_id=1, seq=3), np.zeros(2000)])
+    s = s + 0.01 * (rng.standard_normal(len(s)) + 1j * rng.standard_normal(len(s)))
+    for scale in (1e-30, 1e-12, 1e12, 1e18, 1e30):
+        rx = M.FrameReceiver(p)
+        with np.errstate(all="ignore"):
+            out = rx.push((s * scale).astype(np.complex64))
+        for f in out:
+            assert np.isfinite(f.snr_db) and np.all(np.isfinite(f.symbols)) and np.all(np.isfinite(f.noise_var))
+        assert len(out) + rx.header_failures + rx.nonfinite_frames >= 1, (name, scale)
+    rx = M.FrameReceiver(p)
+    out = rx.push(s.astype(np.complex64))
+    assert len(out) == 1 and rx.nonfinite_frames == 0  # at a sane scale the frame decodes

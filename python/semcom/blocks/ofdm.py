@@ -351,3 +351,8 @@ class ofdm_rx(gr.hier_block2):
     def frames_received(self) -> int:
         """Frames decoded and published so far."""
         return self.receiver.rx.frames
+
+    def nonfinite_frames(self) -> int:
+        """Frames dropped because their symbols or estimates came out NaN/Inf (input beyond
+        float32 range): never published."""
+        return self.receiver.rx.nonfinite_frames

@@ -707,6 +707,12 @@ class _SampleBuffer:
             self.base += k
 
 
+def _finite_frame(prx) -> bool:
+    """True when every number of a received frame that a decoder uses is finite."""
+    return bool(np.isfinite(prx.snr_db) and np.isfinite(prx.noise_var_sc) and np.all(np.isfinite(prx.symbols))
+                and np.all(np.isfinite(prx.noise_var)))
+
+
 class FrameReceiver:
     """Streaming receiver: feed samples in chunks of any size, get each frame once its last sample is in.
 
@@ -718,7 +724,10 @@ class FrameReceiver:
     resumes one preamble length later; otherwise the receiver waits for the rest of the
     frame, equalises it (``rx_payload_block``) and resumes the search after it. NaN/Inf
     samples count as 0 for detection, and a frame that contains any is dropped and counted
-    in ``header_failures`` (a corrupted capture is never decoded).
+    in ``header_failures`` (a corrupted capture is never decoded). A frame whose equalised
+    symbols, noise variances or SNR estimate come out non-finite (input so large that float32
+    arithmetic overflows) is dropped and counted in ``nonfinite_frames``: no frame with NaN/Inf
+    is ever returned.
     """
 
     def __init__(self, params: OfdmParams, threshold: float = 0.0, equalizer: str = "zf",
@@ -737,6 +746,7 @@ class FrameReceiver:
         self.max_payload_len, self.max_side_len = int(max_payload_len), int(max_side_len)
         self.header_failures = 0
         self.side_failures = 0
+        self.nonfinite_frames = 0
         self.frames = 0
         self._L = len(preamble(params))
         self._J = detection_lags(params)
@@ -787,6 +797,8 @@ class FrameReceiver:
                 self.header_failures += 1
             elif prx is None:
                 self.side_failures += 1
+            elif not _finite_frame(prx):
+                self.nonfinite_frames += 1  # overflow (input far beyond float32 range): never handed on
             else:
                 self.frames += 1
                 out.append(prx)
@@ -847,6 +859,7 @@ class ReferenceModem:
         self.pilot_window = pilot_window
         self.header_failures = 0
         self.side_failures = 0
+        self.nonfinite_frames = 0
 
     def tx(self, payload, codec_id: int = 0, seq: int = 0, side: bytes = b"") -> np.ndarray:
         return frame_samples(self.p, build_frame(self.p, payload, codec_id, seq, side))
@@ -861,4 +874,5 @@ class ReferenceModem:
         out = r.push(x)
         self.header_failures += r.header_failures
         self.side_failures += r.side_failures
+        self.nonfinite_frames += r.nonfinite_frames
         return out
