@@ -371,3 +371,16 @@ def test_no_frame_with_nan_whatever_the_input_scale(name):
     rx = M.FrameReceiver(p)
     out = rx.push(s.astype(np.complex64))
     assert len(out) == 1 and rx.nonfinite_frames == 0  # at a sane scale the frame decodes
+
+
+def test_payload_power_outside_the_gain_field_is_refused():
+    """The header's gain field spans -32 … +31.75 dB: a payload 33 dB hot used to go out
+    ~1 dB hot (the code clipped) and a 1e30 one 570 dB hot; both are refused now."""
+    p = profile("wifi64")
+    x = np.ones(480, np.complex64)
+    for db in (-31.0, 0.0, 31.0):
+        f = M.build_frame(p, x * np.float32(10 ** (db / 20)), 0, 0)
+        assert abs(f.header.gain_db + db) <= 0.125
+    for a in (10 ** (33 / 20), 10 ** (-33 / 20), 1e30):
+        with pytest.raises(ValueError, match="gain field"):
+            M.build_frame(p, x * np.complex64(a), 0, 0)

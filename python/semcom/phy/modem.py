@@ -100,14 +100,21 @@ def _grid_to_soft(p: OfdmParams, z: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # Transmitter
 def gain_code_for(payload: np.ndarray) -> int:
-    """Quantised gain (0.25 dB steps) that brings the payload to unit mean power."""
-    pw = float(np.mean(np.abs(payload) ** 2)) if len(payload) else 1.0
+    """Quantised gain (0.25 dB steps) that brings the payload to unit mean power.
+
+    The header's signed 8-bit field carries -32 … +31.75 dB; a payload whose mean power lies
+    outside that range (it would go out too hot or too weak) is a ValueError, not clipped."""
+    pw = float(np.mean(np.abs(np.asarray(payload, np.complex128)) ** 2)) if len(payload) else 1.0
     if not np.isfinite(pw):
         raise ValueError("payload contains NaN or Inf")
     if pw <= 0:
         return 0
     code = int(np.round(-10 * np.log10(pw) / hdr.GAIN_STEP_DB))
-    return int(np.clip(code, -128, 127))
+    if not -128 <= code <= 127:
+        raise ValueError(f"payload mean power {10 * np.log10(pw):+.1f} dB is outside the "
+                         f"{-127 * hdr.GAIN_STEP_DB:+.2f} … {128 * hdr.GAIN_STEP_DB:+.2f} dB the header's gain "
+                         "field can undo: scale the symbols first")
+    return code
 
 
 @dataclass
