@@ -20,6 +20,7 @@ from gnuradio import gr
 
 from gnuradio import semcom
 from gnuradio.semcom.blocks.grlog import gr_log_option
+from gnuradio.semcom.summary import frame_line, missing
 
 
 def build(a):
@@ -85,7 +86,7 @@ def main(argv=None):
             if tb.mon.count() > printed:
                 for r in list(tb.mon.rows)[printed:]:
                     if not a.quiet:
-                        print(_frame_line(r), flush=True)
+                        print(frame_line(r), flush=True)
                 printed, last_change = len(tb.mon.rows), now
             if not tb.src.done():
                 last_change = now
@@ -101,9 +102,9 @@ def main(argv=None):
     rows = sorted(tb.mon.rows, key=lambda r: r["seq"])
     if not a.quiet:
         for r in list(tb.mon.rows)[printed:]:
-            print(_frame_line(r), flush=True)
+            print(frame_line(r), flush=True)
     n = len({r["seq"] for r in rows})
-    lost = sorted(set(range(a.frames)) - {r["seq"] for r in rows})
+    lost = missing([r["seq"] for r in rows], a.frames)
     lost_s = f" (seq {', '.join(map(str, lost[:20]))}{', …' if len(lost) > 20 else ''})" if lost else ""
     print(f"--- received {n}/{a.frames} frames, lost {len(lost)}{lost_s}, in {time.time() - t0:.2f} s"
           f"{' (timeout)' if timed_out else ''}, header failures {tb.rx.header_failures()}, "
@@ -115,12 +116,6 @@ def main(argv=None):
         print(f"    mean symbol NMSE {nm:.2f} dB over the received frames{bound}, "
               f"estimated SNR {est:.2f} dB (true {a.snr:.2f} dB)")
     return 0 if n else 1
-
-
-def _frame_line(r) -> str:
-    return (f"frame seq={r['seq']:5d} len={r['payload_len']:6d} nmse={r['nmse_db']:7.2f} dB  "
-            f"snr_est={r['snr_est_db']:6.2f} dB (true {r['true_snr_db']:6.2f})  "
-            f"cfo={r['cfo']:+.3f}  header_failures={r['header_failures']}")
 
 
 if __name__ == "__main__":

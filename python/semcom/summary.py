@@ -1,18 +1,13 @@
 """One-line texts of what a link run received (printed by the sink blocks when a flowgraph ends).
 
-Plain Python over the row dicts the ``image_sink`` and ``link_monitor`` blocks keep; no
-GNU Radio import.
+Plain Python over the row dicts the ``image_sink`` and ``link_monitor`` blocks keep, with
+``report``'s definitions of a received image and of a mean; no GNU Radio import.
 """
 from __future__ import annotations
 
-import math
+from .report import mean_finite as _mean, received
 
-__all__ = ["image_line", "image_summary", "frame_summary", "missing"]
-
-
-def _mean(values) -> float:
-    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
-    return sum(v) / len(v) if v else float("nan")
+__all__ = ["image_line", "image_summary", "frame_line", "frame_summary", "missing"]
 
 
 def missing(seqs, expected: int) -> list[int]:
@@ -34,10 +29,17 @@ def image_summary(rows, expected: int) -> str:
     not averaged: their PSNR is that of the placeholder shown instead."""
     lost = missing([r["seq"] for r in rows], expected)
     sent = max(int(expected), len(rows) + len(lost))
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if received(r)]
     return (f"images: received {len(rows)}/{sent}, ok {len(ok)}, lost {len(lost)}, "
             f"mean PSNR {_mean(r['psnr'] for r in ok):.2f} dB over the ok ones, "
             f"mean est. SNR {_mean(r['snr_est_db'] for r in rows):.2f} dB")
+
+
+def frame_line(row: dict) -> str:
+    """``frame seq=    3 len=  1024 nmse= -29.80 dB  snr_est= 29.90 dB (true  30.00)  cfo=+0.100  header_failures=0``."""
+    return (f"frame seq={row['seq']:5d} len={row['payload_len']:6d} nmse={row['nmse_db']:7.2f} dB  "
+            f"snr_est={row['snr_est_db']:6.2f} dB (true {row['true_snr_db']:6.2f})  "
+            f"cfo={row['cfo']:+.3f}  header_failures={row['header_failures']}")
 
 
 def frame_summary(rows, expected: int = 0, header_failures: int = 0) -> str:

@@ -110,11 +110,13 @@ def meta_dict(msg) -> dict:
     return d
 
 
-def meta_number(meta: dict, key: str, default=None, finite: bool = True):
-    """``meta[key]`` as a float (``default`` when absent); ValueError unless a real number
-    (finite unless ``finite`` is False)."""
+def meta_number(meta: dict, key: str, default=None, finite: bool = True, required: bool = False):
+    """``meta[key]`` as a float (``default`` when absent; ValueError when absent and
+    ``required``); ValueError unless a real number (finite unless ``finite`` is False)."""
     v = meta.get(key)
     if v is None:
+        if required:
+            raise ValueError(f"metadata has no {key!r}")
         return default
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.number)) or isinstance(
             v, np.complexfloating):

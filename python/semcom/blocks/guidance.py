@@ -77,10 +77,10 @@ class semantic_guidance(MessageGuard, gr.basic_block):
 
     @message_handler("in")
     def _on_image(self, msg):
-        pixels, _ = pdu_image(msg)  # checked here, so that a bad PDU is rejected at once
+        pixels, meta = pdu_image(msg)  # decoded here, so that a bad PDU is rejected at once
         if pixels is None:
             raise ValueError("empty image PDU")
-        self._q.put(msg)  # the worker thread does the guidance
+        self._q.put((pixels, meta))  # the worker thread does the guidance
 
     @message_handler("question")
     def _on_question(self, msg):
@@ -101,18 +101,15 @@ class semantic_guidance(MessageGuard, gr.basic_block):
 
     def _run(self):
         while True:
-            msg = self._q.get()
-            if msg is None:
+            item = self._q.get()
+            if item is None:
                 return
             try:
-                self._process(msg)
+                self._process(*item)
             except Exception as e:  # never let one image kill the worker
                 reject(self, "in", e)
 
-    def _process(self, msg):
-        pixels, meta = pdu_image(msg)
-        if pixels is None:
-            return
+    def _process(self, pixels, meta):
         t0 = time.perf_counter()
         try:
             g = make_guidance(pixels, self.question, self.snr_db, self.rate, self.segmenter, self.reasoner,

@@ -81,10 +81,7 @@ def codec_ctx(meta: dict, shape, snr_db: float) -> dict:
 def csi_snr_db(msg) -> float:
     """``snr_est_db`` of a CSI report (a PDU whose metadata has it, e.g. ``ofdm_rx``'s ``out``);
     ValueError when it is not a PDU or the value is missing or not a finite number."""
-    snr = meta_number(_meta_dict(msg), "snr_est_db")
-    if snr is None:
-        raise ValueError("CSI report without 'snr_est_db'")
-    return snr
+    return meta_number(_meta_dict(msg), "snr_est_db", required=True)
 
 
 class image_source(threaded_source):
@@ -305,9 +302,7 @@ class semantic_decoder(MessageGuard, gr.basic_block):
             self.ignored += 1
             return
         seq = meta_int(meta, "seq", -1, -1, 0xFFFF)
-        snr = meta_number(meta, "snr_est_db")
-        if snr is None:
-            raise ValueError("receiver metadata has no 'snr_est_db'")
+        snr = meta_number(meta, "snr_est_db", required=True)
         meta_number(meta, "noise_var", finite=False)
         y = c32_array(pmt.cdr(msg), what="PDU vector of received symbols")
         side = meta_bytes(meta, "side_info")

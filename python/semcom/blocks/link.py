@@ -9,7 +9,7 @@ import pmt
 from gnuradio import gr
 
 from ..metrics import nmse_db
-from ..summary import frame_summary
+from ..summary import frame_line, frame_summary
 from ._guard import MessageGuard, c32_array, message_handler, meta_dict, meta_int, meta_number
 from .pmtvec import c32_to_pmt
 
@@ -139,9 +139,7 @@ class link_monitor(MessageGuard, gr.basic_block):
         with self._lock:
             self.rows.append(row)
         if self.verbose:
-            print(f"frame seq={seq:5d} len={len(y):6d} nmse={row['nmse_db']:7.2f} dB  "
-                  f"snr_est={row['snr_est_db']:6.2f} dB (true {self.true_snr_db:6.2f})  "
-                  f"cfo={row['cfo']:+.3f}  header_failures={row['header_failures']}", flush=True)
+            print(frame_line(row), flush=True)
 
     def set_true_snr_db(self, snr_db):
         """The channel SNR printed beside the estimate (e.g. from a GUI slider); display only."""

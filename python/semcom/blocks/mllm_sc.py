@@ -233,9 +233,7 @@ class device_uplink(MessageGuard, gr.basic_block):
     @message_handler("csi")
     def _on_csi(self, msg):
         meta = meta_dict(msg)
-        snr = meta_number(meta, "snr_est_db")
-        if snr is None:
-            raise ValueError("CSI report without 'snr_est_db'")
+        snr = meta_number(meta, "snr_est_db", required=True)
         seq, codec_id = meta_int(meta, "seq", -1, -1, 0xFFFF), meta_int(meta, "codec_id", -1, -1, 255)
         side = meta_bytes(meta, "side_info")
         self.frames.append(dict(seq=seq, codec_id=codec_id, snr_est_db=snr, side_info=side))

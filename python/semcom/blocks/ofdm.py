@@ -126,7 +126,7 @@ class burst_source(MessageGuard, gr.sync_block):
         gr.sync_block.__init__(self, "semcom_burst_source", None, [np.complex64])
         self._len_key = pmt.intern(length_tag_key)
         self._queue = collections.deque()
-        self._cur, self._tags, self._pos = None, (), 0
+        self._cur, self._pos = None, 0
         self._upstream_done = False
         self.message_port_register_in(pmt.intern("pdus"))
         self.set_msg_handler(pmt.intern("pdus"), self._handle)
@@ -206,6 +206,7 @@ class ofdm_tx(gr.hier_block2):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         if int(tail_symbols) < 0:
             raise ValueError("tail_symbols must be >= 0")
+        max_frame_symbols(p, max_payload_len, max_side_len)  # validates the limits
         self.message_port_register_hier_in("in")
         self.framer = ofdm_framer(p, codec_id, int(tail_symbols), float(scale), int(max_payload_len),
                                   int(max_side_len))
