@@ -20,7 +20,7 @@ from typing import List, Optional
 import numpy as np
 import scipy.fft
 import scipy.special
-from scipy.ndimage import maximum_filter1d
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 from . import header as hdr
 from .params import OfdmParams, lfsr_bits
@@ -228,10 +228,10 @@ class _Rx:
         self.t0 = np.where(on1, -5.0 / 3.0, -1.0)
         self.w0 = np.where(on1, 3.0, 1.0)
         # a channel whose impulse response fits in the cyclic prefix (the only kind an OFDM
-        # receiver equalises without ISI) lies in the span of F: delays [-cp/4, 3cp/4) around
-        # the FFT window (its backoff); projecting an estimate onto it removes 1 - cp/N_active
-        # of the noise
-        d = np.arange(p.cp_len) - fft_window_backoff(p)
+        # receiver equalises without ISI) lies in the span of F: the cp + 1 delays [-b, cp - b]
+        # (b the FFT window's backoff) that reach the window without ISI; projecting an estimate
+        # onto it removes 1 - (cp + 1)/N_active of the noise
+        d = np.arange(p.cp_len + 1) - fft_window_backoff(p)
         self.F = np.exp(-2j * np.pi * np.outer(self.act - n // 2, d) / n)
         self.Fi = np.linalg.pinv(self.F)
         self.proj = (self.F @ self.Fi).astype(np.complex64)
@@ -239,6 +239,8 @@ class _Rx:
         self.pil_h = p.pilot_values(0, self.n_h)
         self.steer = np.exp(-1j * np.outer(_OMEGA_GRID, np.arange(self.n_h)))
         self.t_h = np.arange(self.n_h)
+        self.kc = (np.arange(n) - n // 2).astype(np.float64)  # carrier index of each shifted-domain bin
+        self.kp = self.kc[self.pi]
 
 
 def _rx(p: OfdmParams) -> _Rx:
@@ -332,27 +334,43 @@ def decode_header(p: OfdmParams, y_hdr: np.ndarray, chan0: np.ndarray) -> Option
     e = obs - (a + th[:, None] * b)
     e0 = h_sync - (a + u0 * b)
     res = e.real.ravel().dot(e.real.ravel()) + e.imag.ravel().dot(e.imag.ravel()) + w0.dot(e0.real ** 2 + e0.imag ** 2)
-    nvar = float(res / max(len(act) * (n_h + 1) - 2 * p.cp_len, 1))
+    nvar = float(res / max(len(act) * (n_h + 1) - 2 * r.F.shape[1], 1))
     chan = np.zeros(p.fft_len, np.complex64)
     chan[act] = a
     # equalised header symbols: x·obs = y·e^{-jφ(t)}, divided by the fitted channel of its symbol
     hf = a[pos_d] + th.astype(np.float32)[:, None] * b[pos_d]
     sym = (x * obs)[:, pos_d] / np.where(hf == 0, np.complex64(1), hf)
-    return HeaderRx(h, chan, max(nvar, 1e-12), ph0, dph, n_h, obs[:, pos_p], sym.reshape(-1))
+    # floor relative to the signal (an absolute one would swamp a weak but clean input)
+    nvar = max(nvar, 1e-12 * float((a.real ** 2 + a.imag ** 2).mean()), 1e-300)
+    return HeaderRx(h, chan, nvar, ph0, dph, n_h, obs[:, pos_p], sym.reshape(-1))
 
 
 @dataclass
 class PayloadRx:
     header: hdr.Header
     symbols: np.ndarray  # equalised analog payload (complex64), gain undone
-    noise_var: np.ndarray  # per-symbol noise variance of ``symbols`` (float32)
+    noise_var: np.ndarray  # per-symbol noise variance of ``symbols`` (float32), measured error included
     side: bytes
-    snr_db: float  # estimated Es/N0 per channel use
-    noise_var_sc: float  # per-subcarrier noise variance σ² (transmit scale)
+    snr_db: float  # estimated Es/N0 per channel use of the payload (measured excess error included)
+    noise_var_sc: float  # per-subcarrier noise variance σ² (transmit scale), from the header
     chan: np.ndarray = field(repr=False, default=None)  # channel per data carrier at the header
     cfo: float = 0.0  # estimated carrier frequency offset, subcarrier spacings
     # the header's equalised BPSK/QPSK symbols (HeaderRx.symbols: all copies, unit power)
     header_symbols: np.ndarray = field(repr=False, default=None)
+    # payload symbols after the end of the signal (a burst cut short): symbol 0, noise variance
+    # LOST_NOISE_VAR (zf) or the symbol variance (mmse); None when nothing was lost
+    lost: np.ndarray = field(repr=False, default=None)
+    n_lost: int = 0
+    # first symbol after the header (rows of the block) that looked as if the frame had ended
+    # there (silent, or pilots far off the tracked channel); None if none
+    suspect_row: Optional[int] = None
+    sro_ppm: float = 0.0  # sample-rate offset tracked over the frame (0 when no drift was found)
+    kept_symbols: int = 0  # OFDM symbols after the header that carried the frame (all but the lost ones)
+
+
+LOST_NOISE_VAR = 1e12  # noise variance reported for a lost payload symbol (and a dead subcarrier), zf
+NOISE_WINDOW_PILOTS = 100  # pilot observations averaged for each symbol's measured error
+DRIFT_MIN_SAMPLES = 0.05  # timing drift over a frame below which no drift correction is made
 
 
 PILOT_WINDOWS = (3, 5, 9, 15, 25)  # candidates of the automatic smoothing window (pilot_window=0)
@@ -405,39 +423,89 @@ def _smooth_auto(z: np.ndarray):
     return a[i], vf[i]
 
 
-def _tracking_weights(r: _Rx, chan: np.ndarray, dev: np.ndarray, dev_var: float) -> Optional[np.ndarray]:
-    """LMMSE interpolation (n_data × n_pilots) of channel deviations from the pilots to the data carriers.
+def _tracking_weights(r: _Rx, chan: np.ndarray, dev: np.ndarray, dev_var: float):
+    """LMMSE interpolation (n_data × n_pilots) of channel deviations from the pilots to the data
+    carriers, and its error per data carrier relative to the deviation power (n_data,).
 
     The deviation of the channel from its header value is a sum of the same paths as the
     channel itself, so its frequency correlation is modelled from the power delay profile of
     the header estimate: R = F diag(pdp) Fᴴ. ``dev``: smoothed pilot deviations, ``dev_var``:
-    their noise variance. None when the deviations are no larger than their noise.
+    their noise variance. (None, None) when the deviations are no larger than their noise.
     """
     power = float((dev.real ** 2 + dev.imag ** 2).mean()) - dev_var
     if not power > 0:
-        return None
+        return None, None
     g = r.Fi @ chan[r.act]
-    pdp = g.real ** 2 + g.imag ** 2
-    pdp = pdp + (1e-3 * pdp.max() + 1e-30)
+    raw = g.real ** 2 + g.imag ** 2
+    pdp = raw + (1e-3 * raw.max() + 1e-30)
     pdp /= pdp.sum()
     fph = (r.Fp * pdp).conj().T  # diag(pdp) Fpᴴ
     rpp = r.Fp @ fph
     rpp[np.diag_indices_from(rpp)] += dev_var / power
-    return np.linalg.solve(rpp.T, (r.Fd @ fph).T).T  # R_dp R_pp⁻¹ (R_pp Hermitian)
+    w = np.linalg.solve(rpp.T, (r.Fd @ fph).T).T  # R_dp R_pp⁻¹ (R_pp Hermitian)
+    # error of these weights on a noise-free deviation with the measured profile (no floor):
+    # E|F_d g - w F_p g|² = Σ_l pdp_l |F_dl - (w F_p)_dl|²
+    q = raw / max(float(raw.sum()), 1e-30)
+    e = r.Fd - w @ r.Fp
+    return w, (e.real ** 2 + e.imag ** 2) @ q
+
+
+def _pilot_obs(p: OfdmParams, hrx: HeaderRx, y: np.ndarray):
+    """Channel observations at the pilots of the symbols y (rows after the header), after the
+    header's common phase model, and that model's phasor per row."""
+    r = _rx(p)
+    n = len(y)
+    pred = np.exp(1j * (hrx.phase0 + hrx.dphi * (hrx.n_header + np.arange(n)))).astype(np.complex64)
+    return y[:, r.pi] * (np.conj(p.pilot_values(hrx.n_header, n)) * np.conj(pred)[:, None]), pred
+
+
+def signal_end(p: OfdmParams, hrx: HeaderRx, y: np.ndarray) -> int:
+    """OFDM symbols of y (the rows after the header) that still carry the frame.
+
+    A burst cut short leaves symbols whose energy over the active carriers is that of noise
+    alone: below σ²·(1 + 3/√N_active) (σ² from the header; a symbol that carries the frame is
+    above it unless the channel fades to −5 dB below the noise on every carrier). The cut is
+    the start of the tail with the most more-silent-than-not symbols (a change-point sum from
+    the end, so single quiet symbols inside a frame do not count); the symbol before it is
+    lost too (the cut may lie inside it). Returns the number of rows kept (len(y): no cut).
+    """
+    r = _rx(p)
+    n = len(y)
+    if n == 0:
+        return 0
+    ya = y[:, r.act]
+    e = (ya.real ** 2 + ya.imag ** 2).mean(axis=1)
+    silent = e < hrx.noise_var * (1.0 + 3.0 / np.sqrt(len(r.act)))
+    if not silent.any():
+        return n
+    tail = np.cumsum(np.where(silent, 1, -1)[::-1])[::-1]  # tail[c] = silent - loud symbols in c…n-1
+    c = int(np.argmax(tail))
+    return n if tail[c] < 1 else max(c - 1, 0)
 
 
 def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str = "zf",
-                  pilot_window: int = 0) -> Optional[PayloadRx]:
+                  pilot_window: int = 0, n_rows: Optional[int] = None) -> Optional[PayloadRx]:
     """Side information + analog payload from the OFDM symbols that follow the header.
+
+    Signal end: ``signal_end`` finds where a burst cut short stopped; the symbols from there
+    on are marked lost (``PayloadRx.lost``: value 0, noise variance ``LOST_NOISE_VAR``) and
+    take no part in the tracking. ``n_rows``: the frame is known to end after that many
+    symbols (another frame's preamble was found there); the rest is lost as well.
 
     Channel tracking: every symbol's pilots (after the header's common phase model) give
     the channel's deviation from its header value at the pilot carriers; the deviations of
     the header and payload symbols are smoothed over time (local linear fit over
     ``pilot_window`` symbols; 0 picks the window per frame by cross-validation, see
     ``_smooth_auto``) and interpolated to the data carriers by LMMSE with the frequency
-    correlation of the header's power delay profile. Then ZF (unbiased; noise variance
-    σ²/|H|² per symbol) or MMSE equalisation. No decision feedback: the payload has no
-    constellation to decide on. Returns None if the side information fails its CRC.
+    correlation of the header's power delay profile. Then ZF (unbiased) or MMSE equalisation.
+    No decision feedback: the payload has no constellation to decide on.
+
+    Noise: per symbol, σ²_t/|H|² (ZF) with σ²_t the error the pilots measure — the
+    leave-one-out residual of the tracking at the pilots, averaged over about
+    ``NOISE_WINDOW_PILOTS`` pilot observations — but never below the header's σ². It takes
+    in what the noise alone does not: inter-carrier interference of fast fading, tracking
+    lag, residual timing drift. Returns None if the side information fails its CRC (or was
+    cut off).
     """
     if equalizer not in ("zf", "mmse"):
         raise ValueError(f"equalizer must be 'zf' or 'mmse', got {equalizer!r}")
@@ -449,19 +517,33 @@ def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str
         raise ValueError(f"payload block must be ({n_s + n_p}, {p.fft_len}), got {y.shape}")
     if not np.isfinite(y).all():
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    n = n_s + n_p
-    pred = np.exp(1j * (hrx.phase0 + hrx.dphi * (hrx.n_header + np.arange(n)))).astype(np.complex64)
+    if n_rows is not None:
+        y = y[: max(0, int(n_rows))]
+    n = signal_end(p, hrx, y)  # rows that carry the frame
+    if n < n_s:
+        return None  # the side information was cut off
+    y = y[:n]
+    obs, pred = _pilot_obs(p, hrx, y)
     s2 = hrx.noise_var
-    obs = y[:, r.pi] * (np.conj(p.pilot_values(hrx.n_header, n)) * np.conj(pred)[:, None])
+    win = int(np.clip(np.ceil(NOISE_WINDOW_PILOTS / len(r.pi)), 3, 25))  # symbols per noise average
     z = np.concatenate([hrx.pilot_chan, obs]) - hrx.chan[r.pi]
     if pilot_window > 0:
         dev, vf = (v[0] for v in _local_linear(z, (int(pilot_window),)))
     else:
         dev, vf = _smooth_auto(z)
-    dev = dev[hrx.n_header:]
-    w = _tracking_weights(r, hrx.chan, dev, s2 * float(vf[hrx.n_header:].mean()))
+    dev, vf = dev[hrx.n_header:], vf[hrx.n_header:]
+    # measured error per symbol: leave-one-out residual of the tracking at the pilots, the
+    # payload's own noise estimate (the header's takes in the channel's change across it)
+    res = z[hrx.n_header:] - dev
+    loo = (res.real ** 2 + res.imag ** 2).mean(axis=1) / np.maximum(1.0 - vf, 1e-3) ** 2
+    s2m = float(loo.mean()) if n else s2
+    w, ie = _tracking_weights(r, hrx.chan, dev, s2m * float(vf.mean())) if n else (None, None)
     hd = hrx.chan[r.di]
     hch = (hd if w is None else hd + (dev @ w.T).astype(np.complex64)) * pred[:, None]  # (n × n_data)
+    if w is None:  # the deviations were noise: the data carriers use the header's channel
+        res = z[hrx.n_header:]
+        loo = (res.real ** 2 + res.imag ** 2).mean(axis=1)
+    s2t = np.maximum(uniform_filter1d(loo, win, mode="nearest"), 1e-3 * s2) if n else np.zeros(0)  # (n,)
     side = b""
     if n_s:
         bits = decode_chips(p, _grid_to_soft(p, y[:n_s, r.di] * np.conj(hch[:n_s])), 8 * h.side_len + 16)
@@ -469,18 +551,42 @@ def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str
         if side is None:
             return None
     L = h.payload_len
-    yp, hp = y[n_s:, r.di].reshape(-1)[:L], np.broadcast_to(hch[n_s:], (n_p, p.n_data)).reshape(-1)[:L]
+    k = min(L, (n - n_s) * p.n_data)  # payload symbols kept
+    yp = y[n_s:, r.di].reshape(-1)[:k]
+    hp = hch[n_s:].reshape(-1)[:k]
+    s2g = np.broadcast_to(s2t[:, None], (n, p.n_data))
+    if ie is not None:  # + the interpolation error of the deviations to the data carriers
+        # deviation power per symbol beyond its noise (averaged like the error, with a margin
+        # of two standard deviations of that average, so that noise alone adds nothing); a
+        # common gain/phase change α·H of all carriers interpolates exactly, only the rest counts
+        hc = hrx.chan[r.pi]
+        rem = dev - np.outer((dev @ np.conj(hc)) / max(float(np.vdot(hc, hc).real), 1e-30), hc)
+        dpow = uniform_filter1d((rem.real ** 2 + rem.imag ** 2).mean(axis=1), win, mode="nearest")
+        dp = np.maximum(dpow - s2m * vf * (1.0 + 2.0 / np.sqrt(win * len(r.pi))), 0.0)
+        s2g = s2g + dp[:, None] * ie[None, :]
+    s2p = s2g[n_s:].reshape(-1)[:k].astype(np.float32)
     mag2 = np.maximum(hp.real ** 2 + hp.imag ** 2, 1e-30)
     a = np.float32(10 ** (-h.gain_db / 20))
+    xs = np.zeros(L, np.complex64)
+    nv = np.empty(L, np.float32)
     if equalizer == "zf":
-        xs = yp * (np.conj(hp) * (a / mag2))  # = y/H, and 0 (not NaN) where the channel estimate is 0
-        nv = np.minimum(s2 / mag2, 1e12)  # a dead subcarrier reports a huge, finite noise variance
+        xs[:k] = yp * (np.conj(hp) * (a / mag2))  # = y/H, and 0 (not NaN) where the channel estimate is 0
+        nv[:k] = np.minimum(s2p / mag2, LOST_NOISE_VAR) * (a * a)  # a dead subcarrier: huge, finite
+        nv[k:] = LOST_NOISE_VAR
     else:
-        xs = yp * (np.conj(hp) * (a / (mag2 + s2)))
-        nv = s2 / (mag2 + s2)  # MMSE error variance
-    snr = 10 * np.log10(max(float((hd.real ** 2 + hd.imag ** 2).mean()), 1e-30) / s2)
-    return PayloadRx(h, xs.astype(np.complex64), (nv * (a * a)).astype(np.float32), side, float(snr), s2, hd.copy(),
-                     header_symbols=hrx.symbols)
+        xs[:k] = yp * (np.conj(hp) * (a / (mag2 + s2p)))
+        nv[:k] = s2p / (mag2 + s2p) * (a * a)  # MMSE error variance
+        nv[k:] = a * a  # nothing known: the error is the symbol itself
+    hpow = max(float((hd.real ** 2 + hd.imag ** 2).mean()), 1e-30)
+    snr = 10 * np.log10(hpow / (float(s2t[n_s:].mean()) if n > n_s else s2))
+    lost = None if k == L else np.arange(L) >= k
+    ya = y[:, r.act]
+    odd = (ya.real ** 2 + ya.imag ** 2).mean(axis=1) < s2 * (1.0 + 3.0 / np.sqrt(len(r.act)))
+    if n:
+        odd |= loo > 10.0 * float(np.median(loo))
+    sus = np.flatnonzero(odd)
+    return PayloadRx(h, xs, nv, side, float(snr), s2, hd.copy(), header_symbols=hrx.symbols,
+                     lost=lost, n_lost=L - k, kept_symbols=n, suspect_row=int(sus[0]) if len(sus) else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -504,19 +610,37 @@ def fft_window_backoff(p: OfdmParams) -> int:
     return p.cp_len // 4
 
 
-def symbols_fft(p: OfdmParams, blk: np.ndarray, first_symbol: int, cfo: float) -> np.ndarray:
+def symbols_fft(p: OfdmParams, blk: np.ndarray, first_symbol: int, cfo: float,
+                delay: Optional[np.ndarray] = None) -> np.ndarray:
     """CFO-correct and FFT whole symbols.
 
     blk: (n × symbol_len) samples of symbols ``first_symbol…`` counted from the frame start
     (symbol 0 = sync 1); cfo in subcarrier spacings, phase referenced to the frame start.
+    ``delay``: per-symbol timing drift (samples, n values; a sample-rate offset makes it grow
+    linearly): each FFT window moves by the nearest whole sample (within the symbol's own
+    samples) and the remainder is undone as a linear phase across the carriers, so the
+    channel seen by every symbol stays the one at delay 0.
     Returns (n × N) unitary FFT outputs in the shifted domain.
     """
     r = _rx(p)
-    x = np.asarray(blk, dtype=np.complex64).reshape(-1, r.sl)[:, r.start:r.start + r.n]
+    x = np.asarray(blk, dtype=np.complex64).reshape(-1, r.sl)
+    if delay is None:
+        start = r.start
+        x = x[:, r.start:r.start + r.n]
+    else:
+        tau = np.asarray(delay, np.float64)
+        if tau.shape != (x.shape[0],):
+            raise ValueError(f"delay must hold one value per symbol ({x.shape[0]}), got shape {tau.shape}")
+        shift = np.clip(np.round(tau), -r.start, r.cp - r.start).astype(np.int64)
+        start = r.start + shift
+        x = np.take_along_axis(x, start[:, None] + np.arange(r.n)[None, :], axis=1)
     if cfo:  # e^{-j2π·cfo·(symbol start + k)/N}: a per-symbol times a per-sample factor
-        ph = r.ramp[1] * cfo * ((first_symbol + np.arange(x.shape[0])) * r.sl + r.start)
+        ph = r.ramp[1] * cfo * ((first_symbol + np.arange(x.shape[0])) * r.sl + start)
         x = x * np.exp(1j * ph).astype(np.complex64)[:, None] * np.exp(1j * cfo * r.ramp).astype(np.complex64)
-    return scipy.fft.fft(x, axis=1)[:, r.shift] * r.winph  # complex64 throughout
+    y = scipy.fft.fft(x, axis=1)[:, r.shift] * r.winph  # complex64 throughout
+    if delay is not None:  # the window moved by `shift`, the signal by tau: undo tau - shift
+        y *= np.exp(2j * np.pi * np.outer(tau - shift, r.kc) / r.n).astype(np.complex64)
+    return y
 
 
 def estimate_cfo(p: OfdmParams, blk: np.ndarray) -> float:
@@ -555,17 +679,125 @@ def sync_channel(p: OfdmParams, y1: np.ndarray, y2: np.ndarray) -> np.ndarray:
     return h
 
 
+def timing_correction(p: OfdmParams, blk: np.ndarray) -> int:
+    """Whole-sample move of a detected frame start that brings its channel inside the CP.
+
+    blk: ``2·symbol_len + 2·cp_len`` samples from one CP before the detected start (the two
+    sync symbols with a CP of margin on each side). The channel's impulse response, from the
+    sync symbols' estimate, is compared with the delays an FFT window takes without ISI
+    ([-b, cp - b], b = ``fft_window_backoff``): the move δ (|δ| ≤ cp) puts the most energy
+    there. The detector can lock on any strong path (it sums only b lags), so a channel
+    with paths up to one CP apart may be detected late or early by more than the backoff;
+    then δ ≠ 0. The start stays (δ = 0) unless a move gains energy well above the noise
+    floor of the estimate. Returns δ in samples (new start = detected start + δ).
+    """
+    r = _rx(p)
+    cp, n, b = r.cp, r.n, fft_window_backoff(p)
+    x = np.asarray(blk, dtype=np.complex64).reshape(-1)
+    if len(x) != 2 * r.sl + 2 * cp or not np.isfinite(x).all():
+        return 0
+    xs = x[cp: cp + 2 * r.sl]
+    y = symbols_fft(p, xs, 0, estimate_cfo(p, xs))
+    t = np.fft.ifft(np.fft.ifftshift(sync_channel(p, y[0], y[1])))  # taps t[d mod N], delay d from the start
+    e = t.real ** 2 + t.imag ** 2
+    d = np.arange(-cp - b, 2 * cp + 1)  # every delay a window of a move |δ| <= cp can cover
+    ce = np.concatenate([[0.0], np.cumsum(e[d % n])])
+    moves = np.arange(-cp, cp + 1)
+    lo = moves - b - d[0]
+    win = ce[lo + cp + 1] - ce[lo]  # energy within [δ - b, δ - b + cp]
+    far = e[(np.arange(2 * cp + 1, n - cp - b)) % n] if n - cp - b > 2 * cp + 9 else np.sort(e)[: n // 4]
+    nu = float(np.mean(far)) if len(far) else 0.0  # noise (and leakage) per tap
+    best = float(win.max())
+    if not (np.isfinite(win).all() and np.isfinite(nu)):
+        return 0  # float32 overflow (input far beyond any real signal): leave it to the checks after
+    tol = 0.02 * best + 4.0 * nu * np.sqrt(cp + 1)
+    if win[cp] >= best - tol:
+        return 0
+    cand = moves[win >= best - tol]
+    return int(cand[len(cand) // 2])
+
+
+SRO_MAX_PPM = 250.0  # largest sample-rate offset the drift tracking searches (ppm)
+
+
+def _drift_fit(r: _Rx, z: np.ndarray, D: int, eps_max: float):
+    """(drift, coherence over time, alignment across carriers) of ``estimate_drift`` at lag D."""
+    a, b = z[D:], np.conj(z[:-D])
+    R = (a * b).sum(axis=0)
+    mag = float((np.abs(a) * np.abs(b)).sum())
+    ra = float(np.abs(R).sum())
+    kmax = float(np.abs(r.kp).max())
+    step = 0.05 * r.n / (2 * np.pi * kmax * D)
+    grid = np.arange(-eps_max, eps_max + step / 2, step)
+    S = np.abs(np.exp(2j * np.pi * D / r.n * np.outer(grid, r.kp)) @ R)
+    i = int(np.argmax(S))
+    eps = float(grid[i])
+    if 0 < i < len(grid) - 1:
+        den = S[i - 1] - 2 * S[i] + S[i + 1]
+        if den < 0:
+            eps += step * 0.5 * float(S[i - 1] - S[i + 1]) / float(den)
+    return eps, ra / max(mag, 1e-30), float(S[i]) / max(ra, 1e-30)
+
+
+def estimate_drift(p: OfdmParams, z: np.ndarray) -> float:
+    """Timing drift (samples per OFDM symbol) from pilot channel observations over a frame.
+
+    z: (T × n_pilots) channel observations at the pilots, one row per symbol (header first).
+    A sample-rate offset ε delays symbol t by ε·t·symbol_len samples: a phase slope across the
+    carriers that grows with t. The products of rows D apart add up to Σ_t z_{t+D} z_t* whose
+    phase on carrier k is −2πk·drift·D/N; the drift is the one that aligns them best (the ML
+    estimate of a linear phase), on a grid within ±``SRO_MAX_PPM`` and refined by a parabola.
+    D: a quarter of the frame, or less where the phase at the outer pilots would be ambiguous.
+
+    A drift is a property of the clocks, the same all through the frame; a fading channel's
+    phases wander instead. So the drift is returned only when the products are coherent over
+    time and across the carriers and both halves of the frame give the same value; 0 otherwise
+    (and for frames under 16 symbols).
+    """
+    r = _rx(p)
+    T = len(z)
+    kmax = float(np.abs(r.kp).max())
+    eps_max = SRO_MAX_PPM * 1e-6 * r.sl
+    D = int(min(T // 4, np.floor(0.45 * r.n / (kmax * eps_max))))
+    if T < 16 or D < 2:
+        return 0.0
+    eps, coh, align = _drift_fit(r, z, D, eps_max)
+    if coh < 0.5 or align < 0.5:
+        return 0.0
+    h = T // 2
+    e1, e2 = _drift_fit(r, z[:h + D], D, eps_max)[0], _drift_fit(r, z[h - D:], D, eps_max)[0]
+    if abs(e1 - e2) > 0.3 * abs(eps) + DRIFT_MIN_SAMPLES / T:
+        return 0.0
+    return eps
+
+
 def rx_payload_block(p: OfdmParams, hrx: HeaderRx, cfo: float, blk: np.ndarray, equalizer: str = "zf",
-                     pilot_window: int = 0) -> Optional[PayloadRx]:
-    """Payload block (side + payload symbols, CP included, right after the header) → PayloadRx."""
+                     pilot_window: int = 0, n_rows: Optional[int] = None) -> Optional[PayloadRx]:
+    """Payload block (side + payload symbols, CP included, right after the header) → PayloadRx.
+
+    Timing drift (sample-rate offset): ``estimate_drift`` on the pilots of the whole frame;
+    when the drift adds up to ``DRIFT_MIN_SAMPLES`` or more over the frame, the symbols are
+    transformed again with each FFT window following it (``symbols_fft``'s ``delay``),
+    referenced to the centre of the header (where the channel estimate is taken).
+    """
     h = hrx.header
     n_rest = n_side_symbols(p, h.side_len) + n_payload_symbols(p, h.payload_len)
     x = np.asarray(blk, dtype=np.complex64).reshape(-1)
     if len(x) != n_rest * p.symbol_len:
         raise ValueError(f"payload block must hold {n_rest} symbols of {p.symbol_len} samples")
-    out = demod_payload(p, hrx, symbols_fft(p, x, 2 + hrx.n_header, cfo), equalizer, pilot_window)
+    first = 2 + hrx.n_header
+    y = symbols_fft(p, x, first, cfo)
+    m = n_rest if n_rows is None else max(0, min(n_rest, int(n_rows)))
+    eps = estimate_drift(p, np.concatenate([hrx.pilot_chan, _pilot_obs(p, hrx, y[:m])[0]])) if m else 0.0
+    if abs(eps) * (hrx.n_header + n_rest) >= DRIFT_MIN_SAMPLES:
+        tau = eps * (hrx.n_header + np.arange(n_rest) - (hrx.n_header - 1) / 2.0)
+        y = symbols_fft(p, x, first, cfo, delay=tau)
+    else:
+        eps = 0.0
+    out = demod_payload(p, hrx, y, equalizer, pilot_window, n_rows)
     if out is not None:
         out.cfo = cfo
+        out.sro_ppm = eps / p.symbol_len * 1e6
     return out
 
 
@@ -754,6 +986,7 @@ class FrameReceiver:
         self.header_failures = 0
         self.side_failures = 0
         self.nonfinite_frames = 0
+        self.truncated_frames = 0
         self.frames = 0
         self._L = len(preamble(params))
         self._J = detection_lags(params)
@@ -788,25 +1021,37 @@ class FrameReceiver:
                 if self._start is None:
                     break
             if self._hrx is None:
-                if buf.end < self._start + self._n_hdr:
+                if buf.end < self._start + self._n_hdr + self.p.cp_len:  # a CP of margin for the timing move
                     break
                 if not self._header():
                     continue
             if buf.end < self._end:
                 break
             corrupt = self._corrupt(self._start, self._end)
-            prx = None if corrupt else rx_payload_block(
-                self.p, self._hrx, self._cfo, buf.view(self._start + self._n_hdr, self._end), self.equalizer,
-                self.pilot_window)
+            blk = buf.view(self._start + self._n_hdr, self._end)
+            prx = None if corrupt else rx_payload_block(self.p, self._hrx, self._cfo, blk, self.equalizer,
+                                                        self.pilot_window)
+            if prx is not None and prx.suspect_row is not None:
+                # the burst may have ended early with another frame after it: look for its preamble
+                q = self._preamble_after(self._start + self._n_hdr + max(prx.suspect_row - 1, 0) * self.p.symbol_len)
+                if q is not None:
+                    prx = rx_payload_block(self.p, self._hrx, self._cfo, blk, self.equalizer, self.pilot_window,
+                                           n_rows=(q - self._start - self._n_hdr) // self.p.symbol_len)
             # the next frame may begin up to a CP before this one's end (timing late by a few samples)
-            self._scan, self._start, self._hrx = self._end - self.p.cp_len, None, None
+            end = self._end
+            if prx is not None and prx.n_lost:  # the burst ended early: hunt again from where it did
+                end = self._start + self._n_hdr + prx.kept_symbols * self.p.symbol_len
+            self._scan, self._start, self._hrx = end - self.p.cp_len, None, None
             if corrupt:
                 self.header_failures += 1
             elif prx is None:
                 self.side_failures += 1
             elif not _finite_frame(prx):
                 self.nonfinite_frames += 1  # overflow (input far beyond float32 range): never handed on
+            elif prx.n_lost == prx.header.payload_len:
+                self.truncated_frames += 1  # nothing of the payload arrived
             else:
+                self.truncated_frames += bool(prx.n_lost)
                 self.frames += 1
                 out.append(prx)
         keep = self._scan - self._L if self._start is None else min(self._start, self._scan - self._L)
@@ -819,7 +1064,10 @@ class FrameReceiver:
         return any(i0 < b and i1 > a for i0, i1 in self._bad)
 
     def _header(self) -> bool:
-        s = self._start
+        s, cp = self._start, self.p.cp_len
+        if s - cp >= self._buf.base:
+            s += timing_correction(self.p, self._buf.view(s - cp, s + 2 * self.p.symbol_len + cp))
+            self._start = s
         hrx, cfo = rx_header_block(self.p, self._buf.view(s, s + self._n_hdr))
         h = hrx.header if hrx is not None else None
         if (h is None or self._corrupt(s, s + self._n_hdr) or h.payload_len > self.max_payload_len
@@ -830,6 +1078,16 @@ class FrameReceiver:
         self._hrx, self._cfo = hrx, cfo
         self._end = s + self._n_hdr + frame_len_symbols(self.p, h) * self.p.symbol_len
         return True
+
+    def _preamble_after(self, a: int) -> Optional[int]:
+        """Start of the first preamble that begins in [a, end of the current frame), if any
+        (window starts with the full right context in the buffer)."""
+        buf, L = self._buf, self._L
+        lo = max(buf.base, a - L)
+        b = min(buf.end, self._end + L + self._J - 1 + L)
+        m = preamble_metric(self.p, buf.view(lo, b))
+        pk = _peaks(m, self.threshold, L, a - lo, min(len(m) - L, self._end - lo))
+        return lo + int(pk[0]) if len(pk) else None
 
     def _find(self) -> Optional[int]:
         """Start of the next preamble at or after ``_scan``, or None (``_scan`` advanced)."""
