@@ -243,7 +243,8 @@ class frame_receiver(gr.sync_block):
         self._mod = pmt.intern(params.header_modulation)
         self._k = {k: pmt.intern(k) for k in (
             "seq", "codec_id", "payload_len", "snr_est_db", "noise_var", "cfo", "tx_gain_db", "header_failures",
-            "equalizer", "noise_var_sym", "chan", "side_info", "header_modulation", "header_len")}
+            "equalizer", "noise_var_sym", "chan", "side_info", "header_modulation", "header_len",
+            "lost_symbols", "sro_ppm")}
 
     def work(self, input_items, output_items):
         x = input_items[0]
@@ -267,10 +268,10 @@ class frame_receiver(gr.sync_block):
         h, k = prx.header, self._k
         meta = pmt.make_dict()
         for key, v in (("seq", h.seq), ("codec_id", h.codec_id), ("payload_len", h.payload_len),
-                       ("header_failures", self.rx.header_failures)):
+                       ("header_failures", self.rx.header_failures), ("lost_symbols", prx.n_lost)):
             meta = pmt.dict_add(meta, k[key], pmt.from_long(int(v)))
         for key, v in (("snr_est_db", prx.snr_db), ("noise_var", prx.noise_var_sc), ("cfo", prx.cfo),
-                       ("tx_gain_db", h.gain_db)):
+                       ("tx_gain_db", h.gain_db), ("sro_ppm", prx.sro_ppm)):
             meta = pmt.dict_add(meta, k[key], pmt.from_double(float(v)))
         meta = pmt.dict_add(meta, k["equalizer"], self._eq)
         meta = pmt.dict_add(meta, k["noise_var_sym"], f32_to_pmt(prx.noise_var))
@@ -285,8 +286,13 @@ class ofdm_rx(gr.hier_block2):
 
     Input: complex baseband (any gaps, noise, other bursts). Message output ``out``:
     PDU = metadata + c32vector of equalised payload symbols (TX gain undone). Metadata:
-    ``seq``, ``codec_id``, ``payload_len``, ``snr_est_db`` (estimated Es/N0 per channel use),
-    ``noise_var`` (per-subcarrier σ²), ``noise_var_sym`` (f32vector, per payload symbol),
+    ``seq``, ``codec_id``, ``payload_len``, ``snr_est_db`` (estimated Es/N0 per channel use,
+    the error measured at the pilots included), ``noise_var`` (per-subcarrier σ² from the
+    header), ``noise_var_sym`` (f32vector, per payload symbol: the error the pilots measure
+    over the frame — noise, inter-carrier interference of fast fading, tracking error — over
+    |H|²), ``lost_symbols`` (payload symbols after the end of a burst cut short: sent as 0
+    with noise variance 1e12 (zf) or the symbol variance (mmse); 0 normally), ``sro_ppm``
+    (sample-rate offset tracked over the frame, 0 when no drift was found),
     ``chan`` (c32vector, channel per data carrier at the header), ``cfo`` (subcarrier
     spacings), ``tx_gain_db``, ``side_info`` (u8vector, when sent), ``header_failures``
     (running count), ``equalizer``.
@@ -312,6 +318,12 @@ class ofdm_rx(gr.hier_block2):
     (``pilot_window`` symbols of smoothing, 0 = chosen per frame), ZF or MMSE, no decision
     feedback. Frames whose header fails (CRC, length above ``max_payload_len`` /
     ``max_side_len``, NaN/Inf samples) are dropped and counted: ``header_failures()``.
+    Before the header, the frame start moves by up to a CP so that the channel's paths
+    reach the FFT window without ISI (delay spreads up to the CP). Over the frame, the timing
+    drift of a sample-rate offset (up to ±250 ppm) is tracked from the pilots. A burst cut
+    short (its energy falls to the noise, or another frame's preamble starts inside it) is
+    published with the lost symbols marked (``lost_symbols``) and counted in
+    ``truncated_frames()``; the search for the next frame resumes where the burst ended.
     A frame comes out as soon as its last sample is in: no trailing signal is needed.
     """
 
@@ -352,6 +364,11 @@ class ofdm_rx(gr.hier_block2):
     def frames_received(self) -> int:
         """Frames decoded and published so far."""
         return self.receiver.rx.frames
+
+    def truncated_frames(self) -> int:
+        """Frames whose burst ended early: published with their lost symbols marked, or dropped
+        (counted all the same) when none of the payload arrived."""
+        return self.receiver.rx.truncated_frames
 
     def nonfinite_frames(self) -> int:
         """Frames dropped because their symbols or estimates came out NaN/Inf (input beyond

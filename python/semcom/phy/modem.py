@@ -370,7 +370,7 @@ class PayloadRx:
 
 LOST_NOISE_VAR = 1e12  # noise variance reported for a lost payload symbol (and a dead subcarrier), zf
 NOISE_WINDOW_PILOTS = 100  # pilot observations averaged for each symbol's measured error
-DRIFT_MIN_SAMPLES = 0.05  # timing drift over a frame below which no drift correction is made
+DRIFT_MIN_SAMPLES = 0.25  # timing drift over a frame below which no drift correction is made
 
 
 PILOT_WINDOWS = (3, 5, 9, 15, 25)  # candidates of the automatic smoothing window (pilot_window=0)
@@ -751,8 +751,8 @@ def estimate_drift(p: OfdmParams, z: np.ndarray) -> float:
 
     A drift is a property of the clocks, the same all through the frame; a fading channel's
     phases wander instead. So the drift is returned only when the products are coherent over
-    time and across the carriers and both halves of the frame give the same value; 0 otherwise
-    (and for frames under 16 symbols).
+    time and across the carriers (0.7 of their magnitude) and both halves of the frame and
+    half the lag give the same value; 0 otherwise (and for frames under 16 symbols).
     """
     r = _rx(p)
     T = len(z)
@@ -762,13 +762,13 @@ def estimate_drift(p: OfdmParams, z: np.ndarray) -> float:
     if T < 16 or D < 2:
         return 0.0
     eps, coh, align = _drift_fit(r, z, D, eps_max)
-    if coh < 0.5 or align < 0.5:
+    if coh < 0.7 or align < 0.7:
         return 0.0
-    h = T // 2
-    e1, e2 = _drift_fit(r, z[:h + D], D, eps_max)[0], _drift_fit(r, z[h - D:], D, eps_max)[0]
-    if abs(e1 - e2) > 0.3 * abs(eps) + DRIFT_MIN_SAMPLES / T:
-        return 0.0
-    return eps
+    h, tol = T // 2, 0.3 * abs(eps) + DRIFT_MIN_SAMPLES / T
+    others = [_drift_fit(r, z[:h + D], D, eps_max)[0], _drift_fit(r, z[h - D:], D, eps_max)[0]]
+    if D >= 4:
+        others.append(_drift_fit(r, z, D // 2, eps_max)[0])  # and at half the lag
+    return 0.0 if max(abs(e - eps) for e in others) > tol else eps
 
 
 def rx_payload_block(p: OfdmParams, hrx: HeaderRx, cfo: float, blk: np.ndarray, equalizer: str = "zf",
@@ -957,7 +957,8 @@ class FrameReceiver:
 
     Detection: ``preamble_metric`` above ``threshold`` (0: ``default_threshold``) and largest within ± one preamble
     length (needs one preamble length of samples after the peak, which the frame itself
-    provides: no trailing signal is needed). Then the header block is decoded
+    provides: no trailing signal is needed). The start then moves by ``timing_correction``
+    (the channel inside the CP) and the header block is decoded
     (``rx_header_block``); a frame whose header fails (CRC, or a length above
     ``max_payload_len``/``max_side_len``) is counted in ``header_failures`` and the search
     resumes one preamble length later; otherwise the receiver waits for the rest of the
@@ -966,7 +967,11 @@ class FrameReceiver:
     in ``header_failures`` (a corrupted capture is never decoded). A frame whose equalised
     symbols, noise variances or SNR estimate come out non-finite (input so large that float32
     arithmetic overflows) is dropped and counted in ``nonfinite_frames``: no frame with NaN/Inf
-    is ever returned.
+    is ever returned. A burst cut short (``signal_end``, or another frame's preamble found
+    after a symbol that looked like the end) is returned with its lost symbols marked
+    (``PayloadRx.lost``) and counted in ``truncated_frames`` (dropped, still counted, when
+    nothing of its payload arrived); the search resumes where it ended, so the next frame is
+    found.
     """
 
     def __init__(self, params: OfdmParams, threshold: float = 0.0, equalizer: str = "zf",
