@@ -41,6 +41,7 @@ bench: install
 	$(PY) apps/bench_codec.py
 	$(PY) apps/bench_link.py
 	$(PY) apps/bench_guidance.py
+	$(PY) apps/bench_soak.py
 
 setup: install
 

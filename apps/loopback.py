@@ -42,7 +42,9 @@ def build(a):
         tb.chan = semcom.multipath_channel(profile=a.channel.upper(), sample_rate=a.sample_rate, fdts=a.fdts,
                                            snr_db=a.snr, seed=a.seed + 1)
     tb.rx = semcom.ofdm_rx(profile=a.profile, equalizer=a.equalizer, max_payload_len=a.payload_len)
-    tb.mon = semcom.link_monitor(seed=a.seed, true_snr_db=a.snr, verbose=False, expected=a.frames)
+    # history: every frame's row stays in memory (the summary at the end reads them all)
+    tb.mon = semcom.link_monitor(seed=a.seed, true_snr_db=a.snr, verbose=False, expected=a.frames,
+                                 history=max(2 * a.frames, 10000))
     tb.msg_connect(tb.src, "out", tb.tx, "in")
     tb.connect(tb.tx, tb.imp, tb.chan, tb.rx)
     tb.msg_connect(tb.rx, "out", tb.mon, "in")

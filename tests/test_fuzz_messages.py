@@ -403,3 +403,26 @@ def test_malformed_messages(case, request):
         case(request.getfixturevalue("qapp"))
     else:
         case()
+
+
+def test_rate_limit_memory_is_bounded(monkeypatch):
+    """Rejections whose reasons quote varying values are all counted, but the rate limit keeps
+    per-reason counts of the MAX_REASONS most recent reasons only (bounded memory)."""
+    import types
+
+    from gnuradio.semcom.blocks import _guard
+
+    lines = []
+    monkeypatch.setattr(_guard, "gr", types.SimpleNamespace(log=types.SimpleNamespace(error=lines.append)))
+
+    class Block(_guard.MessageGuard):
+        pass
+
+    b = Block()
+    n = 3 * _guard.MAX_REASONS
+    for k in range(n):
+        _guard.reject(b, "in", f"metadata 'seq' = {70000 + k} outside -1…65535")
+        _guard.reject(b, "in", "the same reason")  # the most recent one: never forgotten
+    assert b.dropped() == 2 * n
+    assert len(b.__dict__["_guard_seen"]) == _guard.MAX_REASONS
+    assert sum("the same reason" in line for line in lines) == _guard.LOG_FIRST + n // _guard.LOG_EVERY

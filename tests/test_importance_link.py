@@ -145,3 +145,19 @@ def test_eval_importance_bad_cases(tmp_path):
     missing.write_text("image,question,target\nnope.png,What?,thing\n")
     r = run_app(["apps/eval_importance.py", "--cases", missing, "--out", tmp_path / "x.csv", "--quiet"], tmp_path)
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_guidance_log_keeps_the_newest_records(tmp_path):
+    """semantic_guidance.log is a ring buffer of `history` records (processed counts all); a link
+    run longer than that still gives every image a row and says which records are gone."""
+    from gnuradio.semcom.blocks.guidance import semantic_guidance
+
+    g = semantic_guidance("What color is the flag?", BoxSegmenter(), history=2)
+    for k in range(5):
+        g._process(np.zeros((32, 32, 3), np.uint8), dict(image_id=k, name="x"))
+    assert g.processed == 5 and [e["image_id"] for e in g.log] == [3, 4]
+    res = run_image_link(_cfg(tmp_path, segmenter=BoxSegmenter(), size=64, repeat=3, history=2, out_dir=""),
+                         timeout_s=60)
+    assert [r["status"] for r in res["rows"]] == ["ok"] * 3
+    assert any("guidance kept the records of its newest 2 of 3" in n for n in res["notes"]), res["notes"]
+    assert [r.get("target", "") for r in res["rows"]] == ["", "helmet", "helmet"]

@@ -240,6 +240,37 @@ def test_guide_attn_reads_the_allocation_map():
     assert (y1[..., :4, :4] - y2[..., :4, :4]).abs().max() > 1e-3  # top-left features changed
 
 
+def test_empty_or_all_nan_payload_reports_nothing_decoded(codecs, astronaut, caplog):
+    """A payload without a single finite symbol carries nothing of the image: decode returns
+    None and last_status says why (as the separation baseline reports its failures), instead of
+    a zero-filled image reported "ok"; a decoded image sets last_status back to "ok"."""
+    from gnuradio.semcom.codecs import make_codec
+
+    codec = codecs[1 / 12]
+    enc = codec.encode(astronaut)
+    cases = ((np.zeros(0, np.complex64), "no_symbols"),
+             (np.full(enc.symbols.size, np.nan, np.complex64), "nonfinite_symbols"),
+             (np.full(10, complex(np.inf, np.nan), np.complex64), "nonfinite_symbols"))
+    for y, status in cases:
+        with caplog.at_level(logging.WARNING, logger="gr-semcom.codecs.jscc"):
+            assert codec.decode(y, enc.side_info, Csi(20.0)) is None
+        assert codec.last_status == status
+        assert "nothing to decode" in caplog.records[-1].getMessage()
+    assert codec.decode(enc.symbols, enc.side_info, Csi(20.0)).shape == astronaut.shape
+    assert codec.last_status == "ok"
+    with pytest.raises(ValueError):  # malformed side information still raises, payload or not
+        codec.decode(np.zeros(0, np.complex64), enc.side_info[:4], Csi(20.0))
+    imp = make_codec("importance_jscc", "1/12")
+    small = np.ascontiguousarray(astronaut[:64, :64])
+    enc = imp.encode(small, {"snr_db": 10.0})
+    assert imp.decode(np.zeros(0, np.complex64), enc.side_info, Csi(10.0)) is None
+    assert imp.last_status == "no_symbols"
+    assert imp.decode(np.full(enc.symbols.size, np.nan, np.complex64), enc.side_info, Csi(10.0)) is None
+    assert imp.last_status == "nonfinite_symbols"
+    assert imp.decode(enc.symbols, enc.side_info, Csi(10.0)).shape == small.shape and imp.last_status == "ok"
+    assert codec.image_shape(codec.encode(small).side_info) == (64, 64) == imp.image_shape(enc.side_info)
+
+
 def test_16_bit_greyscale_images_keep_their_range(tmp_path):
     """A 16-bit greyscale PNG is scaled to 8 bits, not clipped (Pillow's convert("RGB") made
     99.6 % of such a ramp white)."""

@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from gnuradio.semcom import report
 
@@ -121,3 +122,25 @@ def test_sink_summary_averages_only_decoded_images():
     line = image_summary(rows, expected=3)
     assert line.startswith("images: received 2/3, ok 1, lost 1,")
     assert "mean PSNR 30.00 dB over the ok ones" in line
+
+
+def test_tally_summarises_like_the_rows_in_constant_memory():
+    """summary.Tally: what the sink/monitor summaries need of every row, without the rows
+    (the blocks keep only their newest rows); same text as from the full list of rows."""
+    from gnuradio.semcom.summary import SEQ_SPACE, Tally, frame_summary, image_summary
+
+    rows = [dict(seq=k, status="ok" if k % 3 else "crc_fail", psnr=20.0 + k, snr_est_db=float(k) if k != 4 else None,
+                 nmse_db=float("nan") if k == 2 else -10.0 - k) for k in range(0, 10) if k != 5]
+    t = Tally()
+    for r in rows:
+        t.add(r)
+    assert t.rows == 9 and t.ok == 5 and t.missing(12) == [5, 10, 11]
+    assert image_summary(t, 12) == image_summary(rows, 12)
+    assert image_summary(t, 12).startswith("images: received 9/12, ok 5, lost 3,")
+    assert t.mean("psnr", ok_only=True) == pytest.approx(np.mean([21, 22, 24, 27, 28]))
+    assert t.mean("snr_est_db") == pytest.approx(np.mean([0, 1, 2, 3, 6, 7, 8, 9]))  # None skipped
+    assert frame_summary(t, 0, 3) == frame_summary(rows, 0, 3)
+    assert t.mean("nmse_db") == pytest.approx(np.mean([-10 - k for k in (0, 1, 3, 4, 6, 7, 8, 9)]))
+    assert np.isnan(Tally().mean("psnr"))
+    t.add(dict(seq=SEQ_SPACE - 1, status="ok"))
+    assert len(t.missing(0)) == SEQ_SPACE - 10

@@ -24,12 +24,13 @@ import common
 
 class zmq_rx(gr.top_block):
     def __init__(self, seed=0, true_snr_db=float("nan"), verbose=True, profile="wifi64",
-                 header_modulation="bpsk", equalizer="zf", max_payload_len=65536, port=common.DEFAULT_RX_PORT):
+                 header_modulation="bpsk", equalizer="zf", max_payload_len=65536, port=common.DEFAULT_RX_PORT,
+                 history=10000):
         gr.top_block.__init__(self, "semcom ZMQ RX")
         self.src = zeromq.pull_source(gr.sizeof_gr_complex, 1, common.address(port), 100, False, -1)
         self.rx = semcom.ofdm_rx(profile=profile, header_modulation=header_modulation, equalizer=equalizer,
                                  max_payload_len=max_payload_len)
-        self.monitor = semcom.link_monitor(seed=seed, true_snr_db=true_snr_db, verbose=verbose)
+        self.monitor = semcom.link_monitor(seed=seed, true_snr_db=true_snr_db, verbose=verbose, history=history)
         self.connect(self.src, self.rx)
         self.msg_connect(self.rx, "out", self.monitor, "in")
 
@@ -56,7 +57,7 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     tb = zmq_rx(a.seed, a.snr, not a.quiet, a.profile, a.header_modulation, a.equalizer, a.payload_len,
-                a.rx_port)
+                a.rx_port, history=max(2 * a.frames, 10000))  # every frame's row, for the summary and --json
     print(f"[rx] PULL {common.address(a.rx_port)}: waiting for {a.frames} frames "
           f"(timeout {a.timeout:g} s)", flush=True)
     common.run_until(tb, lambda: tb.monitor.count() >= a.frames, a.timeout, common.StopFlag())
@@ -65,7 +66,7 @@ def main(argv=None):
     hdr = [dict(seq=r["seq"], codec_id=r["codec_id"], payload_len=r["hdr_payload_len"], n_symbols=r["payload_len"])
            for r in rows]  # decoded header fields beside the symbols actually received
     seqs = sorted({r["seq"] for r in rows})
-    summary = dict(expected=a.frames, received=len(rows), unique_seqs=len(seqs),
+    summary = dict(expected=a.frames, received=tb.monitor.count(), unique_seqs=len(seqs),
                    missing=sorted(set(range(a.frames)) - set(seqs)),
                    header_failures=int(tb.rx.header_failures()),
                    mean_nmse_db=_mean([r["nmse_db"] for r in rows]),

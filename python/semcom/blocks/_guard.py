@@ -15,7 +15,9 @@ An exception in the handler rejects the message: it is counted (``dropped()``, o
 block for all its ports) and logged with GNU Radio's logger, one line per message with the
 block, the port and the reason (``semcom <block>: dropped malformed message on '<port>': …``);
 a flood of the same reason is rate-limited in the log (the first ``LOG_FIRST`` lines, then every
-``LOG_EVERY``-th with its running count) but always counted. The handler then returns and the
+``LOG_EVERY``-th with its running count) but always counted. The per-reason counts of the rate
+limit are kept for the ``MAX_REASONS`` most recent distinct reasons of a block (reasons that quote
+a varying value are all distinct), so a long flood of bad messages holds bounded memory. The handler then returns and the
 block goes on with the next message. Work done outside a handler (a worker thread, a timer)
 calls ``reject(block, port, reason)`` for the same counting and logging.
 
@@ -34,10 +36,11 @@ import pmt
 from gnuradio import gr
 
 __all__ = ["MessageGuard", "message_handler", "reject", "pdu_parts", "meta_dict", "meta_number", "meta_int",
-           "meta_bytes", "c32_array", "LOG_FIRST", "LOG_EVERY"]
+           "meta_bytes", "c32_array", "LOG_FIRST", "LOG_EVERY", "MAX_REASONS"]
 
 LOG_FIRST = 10  # log lines per (block, port, reason) before the rate limit …
 LOG_EVERY = 100  # … then one line every LOG_EVERY rejections of that reason
+MAX_REASONS = 1000  # distinct (port, reason) counts kept per block for the rate limit (oldest dropped)
 
 _lock = threading.Lock()
 
@@ -61,7 +64,9 @@ def reject(block, port: str, reason) -> None:
         d["_guard_dropped"] = d.get("_guard_dropped", 0) + 1
         seen = d.setdefault("_guard_seen", {})
         key = (port, text[:200])
-        n = seen[key] = seen.get(key, 0) + 1
+        n = seen[key] = seen.pop(key, 0) + 1  # re-inserted: the dict runs from least to most recent
+        if len(seen) > MAX_REASONS:  # forget the least recent reason (it logs its first lines again if it recurs)
+            del seen[next(iter(seen))]
     if n <= LOG_FIRST or n % LOG_EVERY == 0:
         name = getattr(block, "_log_name", None) or type(block).__name__
         more = f" ({n} times so far; logging every {LOG_EVERY}th)" if n > LOG_FIRST else ""

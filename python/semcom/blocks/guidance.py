@@ -22,6 +22,7 @@ from gnuradio import gr
 from ..guidance import make_reasoner, make_segmenter
 from ..guidance.policy import make_guidance, uniform_guidance
 from ._guard import MessageGuard, message_handler, reject
+from ._history import DEFAULT_HISTORY, history_buffer
 from .image import csi_snr_db, image_pdu, pdu_image
 
 __all__ = ["semantic_guidance"]
@@ -40,11 +41,14 @@ class semantic_guidance(MessageGuard, gr.basic_block):
     ``csi`` (connect ``ofdm_rx``'s ``out``). ``threshold``: heatmap level of the critical
     mask. Counters: ``processed``, ``fallbacks``, ``dropped()`` (rejected messages: an image
     PDU that is malformed or empty, a question that is none of the forms above, a CSI report
-    without a finite numeric ``snr_est_db``; each is logged and skipped).
+    without a finite numeric ``snr_est_db``; each is logged and skipped). ``log``: one dict per
+    guided image (``image_id``, ``target``, ``weight``, ``policy``, ``fallback``, ``coverage``,
+    ``guidance_ms``), the newest ``history`` of them (a ring buffer, default 10000; ``processed``
+    counts them all).
     """
 
     def __init__(self, question="", segmenter="embedded", mllm_url="", mllm_model="default", rate=1 / 12,
-                 weight=-1.0, snr_db=10.0, threshold=0.5, target="", mllm_timeout_s=10.0):
+                 weight=-1.0, snr_db=10.0, threshold=0.5, target="", mllm_timeout_s=10.0, history=DEFAULT_HISTORY):
         gr.basic_block.__init__(self, "semcom_semantic_guidance", None, None)
         self.segmenter = make_segmenter(segmenter)
         self.reasoner = make_reasoner(mllm_url, mllm_model, timeout=mllm_timeout_s)
@@ -53,7 +57,7 @@ class semantic_guidance(MessageGuard, gr.basic_block):
         self.weight = None if float(weight) < 1.0 else float(weight)
         self.snr_db = float(snr_db)
         self.processed = self.fallbacks = 0
-        self.log = []
+        self.log = history_buffer(history)
         self._q = queue.Queue()
         self._thread = None
         self.message_port_register_in(pmt.intern("in"))

@@ -10,6 +10,14 @@ in message handlers, never in ``work()``. PDU formats:
 * decoded PDU (decoder → sink): metadata ``seq``, ``codec``, ``status``, ``snr_est_db``,
   ``height``, ``width`` (+ ``importance_levels``, u8vector H·W, for the importance codec)
   + u8vector (empty when the receiver has nothing).
+
+Limits: images of more than ``max_pixels`` pixels (width × height, default
+``images.DEFAULT_MAX_PIXELS`` = 4096 × 4096) are refused by the source (from the file
+header, before decoding), the encoder and the decoder (from the size the frame's side
+information claims), each logged and counted, so one huge image cannot keep a codec busy
+for minutes. The records kept for reports (``semantic_encoder.log``, ``image_sink.rows``)
+are ring buffers of the newest ``history`` entries; the counters, the sink's summary and
+its CSV cover every image.
 """
 from __future__ import annotations
 
@@ -23,10 +31,11 @@ import pmt
 from gnuradio import gr
 
 from .. import codecs as _codecs
-from ..images import load_images
-from ..summary import image_line, image_summary
+from ..images import DEFAULT_MAX_PIXELS, ImageTooLarge, check_pixels, load_images
+from ..summary import Tally, image_line, image_summary
 from ._guard import MessageGuard, c32_array, message_handler, meta_bytes, meta_int, meta_number, reject
 from ._guard import meta_dict as _meta_dict
+from ._history import DEFAULT_HISTORY, history_buffer
 from .link import random_features, threaded_source
 from .pmtvec import c32_to_pmt, pmt_to_u8, u8_to_pmt
 
@@ -46,18 +55,21 @@ def image_pdu(pixels: np.ndarray, meta: dict):
     return pmt.cons(d, u8_to_pmt(flat))
 
 
-def pdu_image(msg) -> tuple[np.ndarray | None, dict]:
-    """Image PDU → ((H, W, 3) uint8 or None when empty, metadata dict). Bad PDUs raise ValueError."""
+def pdu_image(msg, max_pixels: int = 0) -> tuple[np.ndarray | None, dict]:
+    """Image PDU → ((H, W, 3) uint8 or None when empty, metadata dict). Bad PDUs raise ValueError;
+    an image of more than ``max_pixels`` pixels (0: no limit) raises ``images.ImageTooLarge``
+    (a ValueError) before its pixels are copied out of the PDU."""
     if not pmt.is_pair(msg) or not pmt.is_u8vector(pmt.cdr(msg)):
         raise ValueError("expected a PDU with a u8vector of RGB pixels")
     meta = _meta_dict(msg)
-    data = pmt_to_u8(pmt.cdr(msg))
-    if data.size == 0:
+    n = pmt.length(pmt.cdr(msg))
+    if n == 0:
         return None, meta
     h, w = meta_int(meta, "height", 0, 0), meta_int(meta, "width", 0, 0)
-    if h * w * 3 != data.size:
-        raise ValueError(f"image PDU of {data.size} bytes does not match height×width×3 = {h}×{w}×3")
-    return data.reshape(h, w, 3), meta
+    if h * w * 3 != n:
+        raise ValueError(f"image PDU of {n} bytes does not match height×width×3 = {h}×{w}×3")
+    check_pixels(h, w, max_pixels)
+    return pmt_to_u8(pmt.cdr(msg)).reshape(h, w, 3), meta
 
 
 def codec_ctx(meta: dict, shape, snr_db: float) -> dict:
@@ -96,19 +108,25 @@ class image_source(threaded_source):
     After the last image (acknowledged or timed out with "ack") the source ends the
     flowgraph ``linger_s`` seconds later (``threaded_source``; < 0: keeps it running).
     Unreadable files are skipped and listed in ``skipped``; an empty folder or missing
-    path raises ValueError when the block is built. Any message on ``next`` is an ack
+    path raises ValueError when the block is built. ``max_pixels``: files of more pixels
+    (width × height at native size; default 4096 × 4096; 0 = no limit of its own) are refused
+    from their header without being decoded, logged, listed in ``skipped`` and counted in
+    ``refused``; the other images are sent. Any message on ``next`` is an ack
     (``dropped()`` stays 0; it is there for the blocks' common interface).
     """
 
     def __init__(self, path="", size=0, limit=0, repeat=1, pace="ack", interval_s=0.0, timeout_s=10.0, window=1,
-                 linger_s=0.0):
+                 linger_s=0.0, max_pixels=DEFAULT_MAX_PIXELS):
         threaded_source.__init__(self, "semcom_image_source", linger_s)
         if pace not in ("ack", "interval"):
             raise ValueError(f"pace must be 'ack' or 'interval', got {pace!r}")
         if int(repeat) < 1 or float(interval_s) < 0 or float(timeout_s) <= 0 or int(window) < 1:
             raise ValueError("repeat >= 1, interval_s >= 0, timeout_s > 0 and window >= 1 required")
-        self.images = load_images(path or None, int(size), int(limit))
+        self.images = load_images(path or None, int(size), int(limit), max_pixels)
         self.skipped = self.images.skipped
+        self.refused = len(self.images.too_large)
+        for name in self.images.too_large:
+            gr.log.warn(f"semcom image_source: skipped {name}: {self.skipped[name]}")
         self.repeat, self.pace = int(repeat), pace
         self.interval_s, self.timeout_s = float(interval_s), float(timeout_s)
         self.sent = 0
@@ -167,22 +185,28 @@ class semantic_encoder(MessageGuard, gr.basic_block):
     feedback channel carrying the receiver's own estimate. With ``sounding_frames`` > 0
     the encoder first sends that many short sounding frames (codec id 0, random symbols)
     and holds images until the first CSI report arrives or ``csi_timeout_s`` passes.
-    Images that cannot be encoded are logged and counted (``failed``). Every rejected message
+    Images that cannot be encoded are logged and counted (``failed``). Images of more than
+    ``max_pixels`` pixels (width × height; default 4096 × 4096; 0 = no limit) are refused before
+    the codec sees them, logged and counted in ``refused`` (and ``failed``). Every rejected message
     (an image that cannot be encoded, a CSI report without a finite numeric ``snr_est_db``) is
     logged and counted in ``dropped()``; the encoder goes on with the next one.
+    ``log``: one dict per encoded image (TX-side facts for reports: ``image_id``, ``name``,
+    ``tx_snr_db``, ``rho``, ``n_symbols`` and the codec's ``Encoded.meta``), the newest
+    ``history`` of them (a ring buffer; ``encoded`` counts them all).
     """
 
     def __init__(self, codec="jscc", rate=1 / 12, tx_snr_db=10.0, sounding_frames=0, sounding_len=1024,
-                 csi_timeout_s=5.0, codec_args=None):
+                 csi_timeout_s=5.0, codec_args=None, max_pixels=DEFAULT_MAX_PIXELS, history=DEFAULT_HISTORY):
         gr.basic_block.__init__(self, "semcom_semantic_encoder", None, None)
         self.codec = codec if isinstance(codec, _codecs.Codec) else _codecs.make_codec(codec, rate, **(codec_args or {}))
-        if int(sounding_frames) < 0 or int(sounding_len) < 1 or float(csi_timeout_s) <= 0:
-            raise ValueError("sounding_frames >= 0, sounding_len >= 1 and csi_timeout_s > 0 required")
+        if int(sounding_frames) < 0 or int(sounding_len) < 1 or float(csi_timeout_s) <= 0 or int(max_pixels) < 0:
+            raise ValueError("sounding_frames >= 0, sounding_len >= 1, csi_timeout_s > 0 and max_pixels >= 0 required")
         self.tx_snr_db = float(tx_snr_db)
         self.sounding_frames, self.sounding_len = int(sounding_frames), int(sounding_len)
         self.csi_timeout_s = float(csi_timeout_s)
-        self.encoded = self.failed = self.csi_reports = 0
-        self.log = []  # one dict per encoded image (TX-side facts for reports)
+        self.max_pixels = int(max_pixels)
+        self.encoded = self.failed = self.refused = self.csi_reports = 0
+        self.log = history_buffer(history)  # the newest TX-side records, one dict per encoded image
         self._lock = threading.Lock()
         self._held = []
         self._holding = False
@@ -235,7 +259,11 @@ class semantic_encoder(MessageGuard, gr.basic_block):
 
     def _encode(self, msg):
         try:
-            pixels, meta = pdu_image(msg)
+            try:
+                pixels, meta = pdu_image(msg, self.max_pixels)
+            except ImageTooLarge:
+                self.refused += 1
+                raise
             if pixels is None:
                 raise ValueError("empty image PDU")
             image_id = meta_int(meta, "image_id", self.encoded, 0, 2**53)
@@ -277,19 +305,35 @@ class semantic_decoder(MessageGuard, gr.basic_block):
     number, ``side_info`` not a u8vector, the vector not a non-empty finite c32vector) are
     logged, counted in ``dropped()`` (with frames the codec raised on, which still emit
     status "error") and skipped; ``ignored`` counts the frames of other codecs and non-PDUs.
+    A frame whose side information announces an image of more than ``max_pixels`` pixels
+    (default 4096 × 4096; 0 = no limit; codecs that start their side information with the
+    image size, as gr-semcom's do) is not decoded: logged, counted in ``refused`` and
+    ``dropped()``, emitted with status "error".
     """
 
-    def __init__(self, codec="jscc", rate=1 / 12, on_failure="nothing", codec_args=None):
+    def __init__(self, codec="jscc", rate=1 / 12, on_failure="nothing", codec_args=None,
+                 max_pixels=DEFAULT_MAX_PIXELS):
         gr.basic_block.__init__(self, "semcom_semantic_decoder", None, None)
         if on_failure not in ("nothing", "previous"):
             raise ValueError(f"on_failure must be 'nothing' or 'previous', got {on_failure!r}")
+        if int(max_pixels) < 0:
+            raise ValueError(f"max_pixels must be >= 0 (0: no limit), got {max_pixels!r}")
         self.codec = codec if isinstance(codec, _codecs.Codec) else _codecs.make_codec(codec, rate, **(codec_args or {}))
         self.on_failure = on_failure
-        self.decoded = self.failures = self.ignored = 0
+        self.max_pixels = int(max_pixels)
+        self.decoded = self.failures = self.ignored = self.refused = 0
         self._previous = None
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("out"))
         self.set_msg_handler(pmt.intern("in"), self._handle)
+
+    def _announced_shape(self, side: bytes):
+        """(height, width) the side information announces; None when the codec cannot tell or the
+        side information is malformed (the codec's decode then reports that)."""
+        try:
+            return self.codec.image_shape(side)
+        except ValueError:
+            return None
 
     @message_handler("in")
     def _handle(self, msg):
@@ -311,6 +355,13 @@ class semantic_decoder(MessageGuard, gr.basic_block):
             raise ValueError(f"metadata 'equalizer' must be a string, got {equalizer!r}")
         status, image = "ok", None
         try:
+            shape = self._announced_shape(side) if self.max_pixels else None
+            if shape is not None:
+                try:
+                    check_pixels(shape[0], shape[1], self.max_pixels, "frame announcing an image")
+                except ImageTooLarge:
+                    self.refused += 1
+                    raise
             csi = _codecs.Csi.from_meta(meta, y.size)
             y = csi.unbias(y, equalizer)
             image = self.codec.decode(y, side, csi)
@@ -374,22 +425,32 @@ class image_sink(MessageGuard, gr.basic_block):
     Malformed PDUs (not an image PDU, size mismatch, ``seq`` not an integer in -1…65535,
     ``snr_est_db`` not a number, ``codec``/``status`` not strings) are logged, counted
     (``dropped()``) and acked, but not recorded.
+    ``rows``: one dict per recorded image (the CSV columns), the newest ``history`` of them
+    (a ring buffer, default 10000; 0 keeps none); the CSV file gets every row, and
+    ``count()`` and the summary cover every image. When ``rows`` first drops an old row and no
+    CSV file is set, the sink logs a warning once. ``max_pixels``: that of the image source
+    (the reference set must skip the same files).
     """
 
     FIELDS = ("seq", "name", "codec", "status", "snr_est_db", "psnr", "ssim", "ms_ssim", "effnet_dist", "file", "t")
+    #: type of each CSV column when the file is read back (``read_csv``); the others are strings
+    NUMERIC = {"seq": int, "snr_est_db": float, "psnr": float, "ssim": float, "ms_ssim": float,
+               "effnet_dist": float, "t": float}
 
     def __init__(self, reference="", size=0, limit=0, out_dir="", csv_path="", label="", metrics=True,
-                 csv_mode="w", verbose=True, expected=0):
+                 csv_mode="w", verbose=True, expected=0, history=DEFAULT_HISTORY, max_pixels=DEFAULT_MAX_PIXELS):
         gr.basic_block.__init__(self, "semcom_image_sink", None, None)
         if csv_mode not in ("w", "a"):
             raise ValueError(f"csv_mode must be 'w' (overwrite) or 'a' (append), got {csv_mode!r}")
         self.metrics, self.csv_mode, self.verbose = bool(metrics), csv_mode, bool(verbose)
-        self.images = load_images(reference or None, int(size), int(limit))
+        self.images = load_images(reference or None, int(size), int(limit), max_pixels)
         self.out_dir, self.csv_path, self.label = str(out_dir), str(csv_path), str(label)
         if self.out_dir:
             os.makedirs(self.out_dir, exist_ok=True)
         self.expected = int(expected) or len(self.images)
-        self.rows = []
+        self.rows = history_buffer(history)
+        self.tally = Tally()  # every recorded row, in constant memory (count and summary)
+        self._warned_overflow = False
         self._lock = threading.Lock()
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("ack"))
@@ -408,9 +469,23 @@ class image_sink(MessageGuard, gr.basic_block):
         return True
 
     def summary(self) -> str:
+        """The run's one-line summary over every image received (not only the rows kept)."""
         with self._lock:
-            rows = list(self.rows)
-        return image_summary(rows, self.expected)
+            return image_summary(self.tally, self.expected)
+
+    @classmethod
+    def read_csv(cls, path: str) -> list[dict]:
+        """The rows of a CSV file the sink wrote, with the numeric columns as numbers (NaN when empty)."""
+        out = []
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                row = dict(r)
+                for k, typ in cls.NUMERIC.items():
+                    if k in row:
+                        v = row[k]
+                        row[k] = typ(v) if v not in ("", None) else (-1 if typ is int else np.nan)
+                out.append(row)
+        return out
 
     @message_handler("in")
     def _handle(self, msg):
@@ -448,7 +523,14 @@ class image_sink(MessageGuard, gr.basic_block):
                 Image.fromarray(overlay(image, np.asarray(levels).reshape(image.shape[:2]))).save(
                     row["file"][:-4] + "_mask.png")
         with self._lock:
+            full = self.rows.maxlen is not None and len(self.rows) == self.rows.maxlen
             self.rows.append(row)
+            self.tally.add(row)
+        if full and not self._warned_overflow and not self.csv_path:
+            self._warned_overflow = True
+            gr.log.warn(f"semcom image_sink: keeping the newest {self.rows.maxlen} rows in memory (history); "
+                        "older ones are dropped from .rows (set a CSV file to keep every row); counts and "
+                        "the summary still cover every image")
         if self.verbose:
             print(image_line(row), flush=True)
         if self.csv_path:
@@ -460,5 +542,6 @@ class image_sink(MessageGuard, gr.basic_block):
                 wr.writerow(row)
 
     def count(self) -> int:
+        """Images recorded since the block was made (also those no longer in ``rows``)."""
         with self._lock:
-            return len(self.rows)
+            return self.tally.rows

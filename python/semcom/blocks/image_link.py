@@ -8,6 +8,9 @@ ofdm_rx → semantic_decoder → image_sink, with the receiver's reports fed bac
 """
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -15,12 +18,16 @@ import numpy as np
 from gnuradio import gr
 
 from .. import codecs as _codecs
+from ..images import DEFAULT_MAX_PIXELS
+from ._history import DEFAULT_HISTORY
 from .channels import awgn_channel, flat_fading_channel, impairments, multipath_channel
 from .image import image_sink, image_source, score, semantic_decoder, semantic_encoder
 from .ofdm import make_params, ofdm_rx, ofdm_tx
 
 __all__ = ["image_link_flowgraph", "LinkConfig", "CHANNELS", "make_channel", "run_image_link", "run_points", "grid",
            "parse_rate", "point_key"]
+
+log = logging.getLogger("gr-semcom.image_link")
 
 #: channel names the image-link apps accept (flat fading is Doppler-varying, fD·Ts = ``fdts``)
 CHANNELS = ("awgn", "rayleigh", "rician", "epa", "eva", "etu", "tdl-a", "tdl-c", "tdl-d")
@@ -58,6 +65,8 @@ class LinkConfig:
     target: str = ""            # forces the target phrase (evaluation cases)
     weight: float = -1.0        # importance weight; < 1 = the guidance policy decides
     mllm_url: str = ""
+    history: int = DEFAULT_HISTORY        # records each block keeps in memory (ring buffers)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused (source, encoder, decoder); 0 = no limit
 
 
 def make_channel(cfg: LinkConfig):
@@ -85,26 +94,29 @@ class image_link_flowgraph(gr.top_block):
         self.cfg = cfg
         p = make_params(cfg.profile)
         self.codec = codec or _codecs.make_codec(cfg.codec, cfg.rate, **cfg.codec_args)
-        self.src = image_source(cfg.images, cfg.size, cfg.limit, repeat=cfg.repeat, pace="ack", window=cfg.window)
+        self.src = image_source(cfg.images, cfg.size, cfg.limit, repeat=cfg.repeat, pace="ack", window=cfg.window,
+                                max_pixels=cfg.max_pixels)
         sizes = [it.pixels.shape[:2] for it in self.src.images]
         max_len = max(self.codec.channel_uses(h, w) for h, w in sizes)
         max_len = max(max_len, 1024)
         max_side = max([64] + [self.codec.max_side_len(h, w) for h, w in sizes if hasattr(self.codec, "max_side_len")])
-        self.enc = semantic_encoder(self.codec, tx_snr_db=cfg.tx_snr_db, sounding_frames=cfg.sounding_frames)
+        self.enc = semantic_encoder(self.codec, tx_snr_db=cfg.tx_snr_db, sounding_frames=cfg.sounding_frames,
+                                    max_pixels=cfg.max_pixels, history=cfg.history)
         self.guide = None
         if cfg.segmenter:
             from .guidance import semantic_guidance
 
             self.guide = semantic_guidance(cfg.question, cfg.segmenter, cfg.mllm_url, rate=cfg.rate,
-                                           weight=cfg.weight, snr_db=cfg.tx_snr_db, target=cfg.target)
+                                           weight=cfg.weight, snr_db=cfg.tx_snr_db, target=cfg.target,
+                                           history=cfg.history)
         self.tx = ofdm_tx(profile=p, tail_symbols=8, max_payload_len=max_len, max_side_len=max_side)
         self.imp = impairments(cfo=cfg.cfo / p.fft_len, sample_rate=1.0, timing_offset=0.0)
         self.chan = make_channel(cfg)
         self.rx = ofdm_rx(profile=p, equalizer=cfg.equalizer, max_payload_len=max_len, max_side_len=max_side)
-        self.dec = semantic_decoder(self.codec, on_failure=cfg.on_failure)
+        self.dec = semantic_decoder(self.codec, on_failure=cfg.on_failure, max_pixels=cfg.max_pixels)
         self.sink = image_sink(cfg.images, cfg.size, cfg.limit, out_dir=cfg.out_dir,
                                label=f"_snr{cfg.snr_db:g}_{cfg.channel}", metrics=cfg.metrics,
-                               verbose=False)
+                               verbose=False, history=cfg.history, max_pixels=cfg.max_pixels)
         if self.guide is None:
             self.msg_connect(self.src, "out", self.enc, "in")
         else:
@@ -126,8 +138,18 @@ def run_image_link(cfg: LinkConfig, codec: _codecs.Codec | None = None, timeout_
     Every image the source sends gets a row: images whose frame never arrived (missed
     preamble, header or side-info CRC failure) are added with status "lost" and scored
     against the mid-grey image, like every other case where the receiver has nothing.
+
+    A run of more images than ``cfg.history`` (the records the blocks keep in memory): the
+    sink writes every row to a temporary CSV file, read back here, so every image still gets
+    its row; the encoder's (and guidance's) records of the oldest images are gone, so those
+    rows lack the TX facts (``rho_actual``, ``tx_snr_db`` NaN, ``n_symbols`` 0). The result's
+    ``notes`` then says so (also logged), and ``tx_records_missing`` counts those rows.
     """
     tb = image_link_flowgraph(cfg, codec)
+    spill = None
+    if tb.src.total > cfg.history:  # the sink's ring cannot hold the run: its CSV keeps every row
+        spill = tempfile.TemporaryDirectory(prefix="semcom_image_link_")
+        tb.sink.csv_path, tb.sink.csv_mode = os.path.join(spill.name, "rows.csv"), "w"
     t0 = time.time()
     tb.start()
     try:
@@ -142,15 +164,30 @@ def run_image_link(cfg: LinkConfig, codec: _codecs.Codec | None = None, timeout_
         tb.stop()
         tb.wait()
     wall = time.time() - t0
-    rows = list(tb.sink.rows)
+    if spill is not None:
+        with spill:
+            rows = tb.sink.read_csv(tb.sink.csv_path)
+        tb.sink.csv_path = ""
+    else:
+        rows = list(tb.sink.rows)
     got = {r["seq"] for r in rows}
     for k in range(tb.src.total):
         if k & 0xFFFF not in got:
             it = tb.src.images.items[k % len(tb.src.images)]
             rows.append(dict(seq=k, name=it.name, codec=tb.codec.name, status="lost", snr_est_db=np.nan, file="",
                              t=np.nan, **score(it.pixels, np.full_like(it.pixels, 128))))
-    tx_log = {e["image_id"]: e for e in tb.enc.log}
-    guide_log = {e["image_id"]: e for e in tb.guide.log} if tb.guide is not None else {}
+    tx_log = {e["image_id"]: e for e in list(tb.enc.log)}
+    guide_log = {e["image_id"]: e for e in list(tb.guide.log)} if tb.guide is not None else {}
+    notes = []
+    tx_missing = sum(r["seq"] not in tx_log for r in rows) if tb.enc.encoded > len(tx_log) else 0
+    if tx_missing:
+        notes.append(f"the encoder kept the records of its newest {len(tx_log)} of {tb.enc.encoded} images "
+                     f"(history {cfg.history}): {tx_missing} rows have no TX facts (rho_actual, tx_snr_db NaN)")
+    if tb.guide is not None and tb.guide.processed > len(guide_log):
+        notes.append(f"the guidance kept the records of its newest {len(guide_log)} of {tb.guide.processed} images "
+                     f"(history {cfg.history}): the older rows have no guidance fields")
+    for note in notes:
+        log.warning("image link: %s", note)
     for r in rows:
         e = tx_log.get(r["seq"], {})
         r.update(rho=cfg.rate, rho_actual=e.get("rho", np.nan), tx_snr_db=e.get("tx_snr_db", np.nan), n_symbols=e.get("n_symbols", 0),
@@ -161,7 +198,8 @@ def run_image_link(cfg: LinkConfig, codec: _codecs.Codec | None = None, timeout_
     rows.sort(key=lambda r: r["seq"])
     return dict(rows=rows, wall_s=wall, samples=int(tb.rx.corr.nitems_read(0)), header_failures=tb.rx.header_failures(), side_failures=tb.rx.side_failures(),
                 frames_received=tb.rx.frames_received(), decoder_failures=tb.dec.failures,
-                encoder_failures=tb.enc.failed, source_timeouts=tb.src.timeouts, skipped=dict(tb.src.skipped))
+                encoder_failures=tb.enc.failed, source_timeouts=tb.src.timeouts, skipped=dict(tb.src.skipped),
+                tx_records_missing=tx_missing, notes=notes)
 
 
 def parse_rate(text) -> float:

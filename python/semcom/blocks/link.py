@@ -9,8 +9,9 @@ import pmt
 from gnuradio import gr
 
 from ..metrics import nmse_db
-from ..summary import frame_line, frame_summary
+from ..summary import Tally, frame_line, frame_summary
 from ._guard import MessageGuard, c32_array, message_handler, meta_dict, meta_int, meta_number
+from ._history import DEFAULT_HISTORY, history_buffer
 from .pmtvec import c32_to_pmt
 
 __all__ = ["feature_source", "link_monitor", "threaded_source"]
@@ -115,13 +116,17 @@ class link_monitor(MessageGuard, gr.basic_block):
     estimated SNR, header failures. Malformed PDUs (not a PDU, not a non-empty finite
     c32vector, wrong-typed ``seq``/``codec_id``/``payload_len``/``header_failures``/
     ``snr_est_db``/``cfo``) are logged, counted (``dropped()``) and skipped.
+    ``rows``: one dict per frame, the newest ``history`` of them (a ring buffer, default 10000;
+    0 keeps none); ``count()`` and the summary cover every frame.
     """
 
-    def __init__(self, seed=0, true_snr_db=float("nan"), verbose=True, rx=None, expected=0):
+    def __init__(self, seed=0, true_snr_db=float("nan"), verbose=True, rx=None, expected=0, history=DEFAULT_HISTORY):
         gr.basic_block.__init__(self, "semcom_link_monitor", None, None)
         self.seed, self.true_snr_db, self.verbose, self.rx = int(seed), float(true_snr_db), bool(verbose), rx
         self.expected = int(expected)
-        self.rows = []
+        self.rows = history_buffer(history)
+        self.tally = Tally()  # every frame, in constant memory (count and summary)
+        self._header_failures = 0
         self._lock = threading.Lock()
         self.message_port_register_in(pmt.intern("in"))
         self.set_msg_handler(pmt.intern("in"), self._handle)
@@ -138,6 +143,8 @@ class link_monitor(MessageGuard, gr.basic_block):
                    header_failures=meta_int(meta, "header_failures", 0), t=time.time())
         with self._lock:
             self.rows.append(row)
+            self.tally.add(row)
+            self._header_failures = row["header_failures"]
         if self.verbose:
             print(frame_line(row), flush=True)
 
@@ -146,13 +153,14 @@ class link_monitor(MessageGuard, gr.basic_block):
         self.true_snr_db = float(snr_db)
 
     def count(self) -> int:
+        """Frames received since the block was made (also those no longer in ``rows``)."""
         with self._lock:
-            return len(self.rows)
+            return self.tally.rows
 
     def summary(self) -> str:
+        """The run's one-line summary over every frame received (not only the rows kept)."""
         with self._lock:
-            rows = list(self.rows)
-        return frame_summary(rows, self.expected, rows[-1]["header_failures"] if rows else 0)
+            return frame_summary(self.tally, self.expected, self._header_failures)
 
     def stop(self):
         if self.verbose:

@@ -80,8 +80,16 @@ class Codec:
         raise NotImplementedError
 
     def decode(self, symbols: np.ndarray, side_info: bytes, csi: Csi) -> np.ndarray | None:
-        """Received symbols → RGB uint8 image, or None when the receiver has nothing to show."""
+        """Received symbols → RGB uint8 image, or None when the receiver has nothing to show
+        (then ``last_status``, where the codec has one, says why)."""
         raise NotImplementedError
+
+    def image_shape(self, side_info: bytes) -> tuple[int, int] | None:
+        """(height, width) of the image a frame's side information announces, read without
+        decoding anything (the decoder block refuses frames over its ``max_pixels`` with it);
+        None when the codec cannot tell. The codecs of gr-semcom start their side information
+        with ``pack_shape``; ValueError when it is too short for that."""
+        return None
 
 
 def rho(n_symbols: int, height: int, width: int) -> float:

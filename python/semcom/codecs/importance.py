@@ -35,7 +35,8 @@ included) spends exactly the same channel uses.
 
 ``ctx`` for ``encode``: ``snr_db`` (TX CSI), ``importance`` (H×W heatmap in [0, 1] or a
 boolean mask; absent → uniform), ``weight`` (≥ 1; 1 = uniform). Bad input raises
-ValueError; a damaged payload is zero-filled like the plain JSCC. When the map's side
+ValueError; a damaged payload is zero-filled like the plain JSCC, and one without a single
+finite symbol decodes to None with ``last_status`` saying why, as there. When the map's side
 information would leave less than one symbol per block (small images: the header code
 spends about 5 channel uses per bit), the codec sends uniform allocation, logged.
 """
@@ -260,9 +261,13 @@ class ImportanceJsccCodec(JsccCodec):
                 "side_cost": self.channel_uses(h, w) - p["budget"], "latent_power": power}
         return Encoded(sym, p["side_info"], meta)
 
-    def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray:
+    def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray | None:
+        """Like ``JsccCodec.decode``: None (``last_status`` says why) when no symbol is finite."""
         h, w, planes, _, budget = self.parse_side_info(side_info)
         snr = self._clip_snr(float(csi.snr_db), "csi.snr_db")
+        why = self._unusable(symbols, f"importance_jscc {h}x{w}")
+        if why:
+            return self._fail(why)
         y = self._clean(symbols, budget, f"importance_jscc {h}x{w}")
         latent = np.zeros((self.c_max,) + planes.shape, np.float32)
         pos = 0
@@ -272,7 +277,9 @@ class ImportanceJsccCodec(JsccCodec):
             latent[2 * k][sel] = y[pos:pos + m].real
             latent[2 * k + 1][sel] = y[pos:pos + m].imag
             pos += m
-        return self._decode_latent(latent, snr, 2 * planes, h, w)
+        image = self._decode_latent(latent, snr, 2 * planes, h, w)
+        self.last_status = "ok"
+        return image
 
     def levels_map(self, side_info: bytes) -> np.ndarray:
         """The block importance levels a frame carries, upsampled to the image (uint8 (H, W))."""

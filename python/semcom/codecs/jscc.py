@@ -24,7 +24,10 @@ of the padded size.
 Bad input: malformed side information or a non-finite ``Csi.snr_db`` raise ValueError;
 too few received symbols are zero-filled (erasures), too many are truncated, and
 non-finite symbols are zeroed, each with a logged warning, so a damaged payload still
-yields an image. SNRs outside the trained range are clipped to -5…20 dB.
+yields an image. A payload with no symbols at all, or with no finite one, carries nothing
+of the image: ``decode`` then returns None and ``last_status`` says why ("no_symbols",
+"nonfinite_symbols"; "ok" after a decoded image), as the separation baseline reports its
+failures. SNRs outside the trained range are clipped to -5…20 dB.
 """
 from __future__ import annotations
 
@@ -37,13 +40,15 @@ import numpy as np
 from ..runtime import load_model
 from .base import Codec, Csi, Encoded, as_rgb_uint8, pack_shape, rho, unpack_shape
 
-__all__ = ["JsccCodec"]
+__all__ = ["JsccCodec", "STATUSES"]
 
 log = logging.getLogger("gr-semcom.codecs.jscc")
 
 ENC_NAME, DEC_NAME = "jscc_enc", "jscc_dec"
 DECODERS = (DEC_NAME, "jscc_dec_int8")
 DEFAULT_SNR_DB = 10.0
+#: values of ``JsccCodec.last_status`` after ``decode``
+STATUSES = ("ok", "no_symbols", "nonfinite_symbols")
 
 
 def _as_ratio(rate) -> float:
@@ -61,6 +66,7 @@ class JsccCodec(Codec):
 
     codec_id = 1
     name = "jscc"
+    last_status = ""  # outcome of the latest decode (one of STATUSES)
 
     def __init__(self, rate=1 / 12, models_dir=None, providers=None, threads=None, decoder=DEC_NAME):
         if decoder not in DECODERS:
@@ -171,6 +177,27 @@ class JsccCodec(Codec):
             y = np.concatenate([y[:n], np.zeros(max(0, n - y.size), np.complex64)])
         return y
 
+    @staticmethod
+    def _unusable(symbols, what: str) -> str:
+        """"" when the payload has at least one finite symbol, else the status that says why
+        there is nothing to decode ("no_symbols", "nonfinite_symbols"), logged."""
+        y = np.asarray(symbols).ravel()
+        if y.size == 0:
+            log.warning("%s: the payload has no symbols; nothing to decode", what)
+            return "no_symbols"
+        if not np.isfinite(y).any():
+            log.warning("%s: none of the %d received symbols is finite; nothing to decode", what, y.size)
+            return "nonfinite_symbols"
+        return ""
+
+    def _fail(self, status: str) -> None:
+        self.last_status = status
+        return None
+
+    def image_shape(self, side_info: bytes) -> tuple[int, int]:
+        """(height, width) from the first 4 bytes of the side information (``unpack_shape``)."""
+        return unpack_shape(bytes(side_info))
+
     def parse_side_info(self, side_info: bytes) -> tuple[int, int, int]:
         """Side information → (height, width, channels sent); ValueError when malformed."""
         side_info = bytes(side_info)
@@ -197,10 +224,17 @@ class JsccCodec(Codec):
         latent[1:c:2] = planes.imag
         return self._decoder_feeds(latent, snr, np.full((h8, w8), c)), (h, w)
 
-    def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray:
-        """Received symbols → uint8 (H, W, 3), decoded at the receiver's SNR estimate ``csi.snr_db``."""
+    def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray | None:
+        """Received symbols → uint8 (H, W, 3), decoded at the receiver's SNR estimate ``csi.snr_db``;
+        None (``last_status`` "no_symbols" / "nonfinite_symbols") when the payload holds no finite symbol."""
+        h, w, c = self.parse_side_info(side_info)
+        why = self._unusable(symbols, f"jscc {h}x{w} c={c}")
+        if why:
+            return self._fail(why)
         feeds, (h, w) = self.decoder_inputs(symbols, side_info, csi)
-        return self._run_decoder(feeds, h, w)
+        image = self._run_decoder(feeds, h, w)
+        self.last_status = "ok"
+        return image
 
 
 def _unit_power(sym: np.ndarray) -> tuple[np.ndarray, float]:

@@ -237,6 +237,10 @@ class SeparationCodec(Codec):
         return Encoded(symbols, side, dict(meta, tx_format=comp.fmt, tx_scale=comp.scale, tx_quality=comp.quality,
                                            tx_file_bytes=len(comp.data), tx_file_psnr=comp.psnr))
 
+    def image_shape(self, side_info: bytes) -> tuple[int, int]:
+        """(height, width) from the first 4 bytes of the side information (``unpack_shape``)."""
+        return unpack_shape(bytes(side_info))
+
     def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray | None:
         try:
             h, w = unpack_shape(side_info)
