@@ -30,6 +30,7 @@ import numpy as np
 from gnuradio.semcom.channels import SosFader, complex_noise, sample_rate_offset, snr_to_noise_var
 from gnuradio.semcom.phy import FrameReceiver, build_frame, profile
 from gnuradio.semcom.phy import modem
+from gnuradio.semcom.blocks.grlog import gr_log_option
 
 PROFILE_NAMES = ("wifi64", "wide256", "wide512")
 
@@ -236,6 +237,7 @@ def main(argv=None):
     ap.add_argument("--sro-len", type=int, default=60000)
     ap.add_argument("--fade-len", type=int, default=8000)
     ap.add_argument("--quick", action="store_true", help="short frames (a smoke run)")
+    gr_log_option(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.trunc_len, args.sro_len, args.fade_len = 1000, 6000, 2000
