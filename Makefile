@@ -38,6 +38,7 @@ $(VENV)/.test-apt-stamp: $(VENV)/.apt-stamp
 
 bench: install
 	$(PY) apps/bench_phy.py
+	$(PY) apps/bench_rx.py
 	$(PY) apps/bench_codec.py
 	$(PY) apps/bench_link.py
 	$(PY) apps/bench_guidance.py

@@ -93,6 +93,27 @@ def payload_starts(p, f_start, n_pl_sym):
     return first + p.symbol_len * np.arange(n_pl_sym)
 
 
+def multipath_case(p, n_payload, delays, gains_fn, nv, seeds):
+    """Mean (nmse, reported, calib, genie) over the realisations (one per seed) of a frame sent
+    through paths at ``delays`` with gains ``gains_fn(n_samples, rng)``; None if none arrived."""
+    res = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        x = payload(n_payload, rng)
+        lead = 300
+        b = np.concatenate([np.zeros(lead, np.complex64), frame_burst(p, x, 1), np.zeros(300, np.complex64)])
+        g = gains_fn(len(b), rng)
+        y = multipath(b, g, delays)
+        _, got = receive(p, y + gap(len(y), nv, rng))
+        f = got.get(1)
+        if f is None:
+            continue
+        n_sym = modem.n_payload_symbols(p, len(x))
+        gen = fading_genie(p, g, delays, payload_starts(p, lead, n_sym), nv)
+        res.append(score(x, f)[:3] + (db(gen),))
+    return np.mean(res, axis=0) if res else None
+
+
 # ---------------------------------------------------------------------------------------
 def table_truncate(args):
     print("\n## Truncated bursts: a frame cut at a fraction of its payload, 2 symbols of noise, a good frame")
@@ -163,25 +184,12 @@ def table_fading(args):
     for name in args.profiles:
         p = profile(name)
         for fdts in args.fdts:
-            res = []
-            for seed in range(4):
-                rng = np.random.default_rng(100 + seed)
-                x = payload(args.fade_len, rng)
-                lead = 300
-                b = np.concatenate([np.zeros(lead, np.complex64), frame_burst(p, x, 1), np.zeros(300, np.complex64)])
-                g = SosFader(fdts, len(delays), rng=rng).generate(len(b)) * np.sqrt(pw)[None, :]
-                y = multipath(b, g, delays)
-                _, got = receive(p, y + gap(len(y), nv, rng))
-                f = got.get(1)
-                if f is None:
-                    continue
-                n_sym = modem.n_payload_symbols(p, len(x))
-                gen = fading_genie(p, g, delays, payload_starts(p, lead, n_sym), nv)
-                res.append(score(x, f)[:3] + (db(gen),))
-            if not res:
+            m = multipath_case(p, args.fade_len, delays,
+                               lambda n, rng: SosFader(fdts, len(delays), rng=rng).generate(n) * np.sqrt(pw)[None, :],
+                               nv, range(100, 104))
+            if m is None:
                 print(f"| {name} | {fdts:g} | | lost | | | |")
                 continue
-            m = np.mean(res, axis=0)
             print(f"| {name} | {fdts:g} | {fdts * p.symbol_len:.3g} | {m[0]:+.1f} | {m[3]:+.1f} | {m[1]:+.1f} | "
                   f"{m[2]:+.1f} |")
 
@@ -197,26 +205,12 @@ def table_delay(args):
         for frac in args.delays:
             d = int(round(frac * p.cp_len))
             delays = np.array([0, d])
-            res = []
-            for seed in range(6):
-                rng = np.random.default_rng(200 + seed)
-                x = payload(args.fade_len, rng)
-                lead = 300
-                b = np.concatenate([np.zeros(lead, np.complex64), frame_burst(p, x, 1), np.zeros(300, np.complex64)])
-                ph = np.exp(2j * np.pi * rng.uniform(size=2)) / np.sqrt(2)
-                g = np.broadcast_to(ph, (len(b), 2))
-                y = multipath(b, g, delays)
-                _, got = receive(p, y + gap(len(y), nv, rng))
-                f = got.get(1)
-                if f is None:
-                    continue
-                n_sym = modem.n_payload_symbols(p, len(x))
-                gen = fading_genie(p, g, delays, payload_starts(p, lead, n_sym), nv)
-                res.append(score(x, f)[:3] + (db(gen),))
-            if not res:
+            m = multipath_case(p, args.fade_len, delays,
+                               lambda n, rng: np.broadcast_to(np.exp(2j * np.pi * rng.uniform(size=2)) / np.sqrt(2), (n, 2)),
+                               nv, range(200, 206))
+            if m is None:
                 print(f"| {name} | {frac:.1f} CP ({d}) | lost | | | |")
                 continue
-            m = np.mean(res, axis=0)
             print(f"| {name} | {frac:.1f} CP ({d} samples) | {m[0]:+.1f} | {m[3]:+.1f} | {m[1]:+.1f} | {m[2]:+.1f} |")
 
 
