@@ -502,10 +502,12 @@ def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str
 
     Noise: per symbol, σ²_t/|H|² (ZF) with σ²_t the error the pilots measure — the
     leave-one-out residual of the tracking at the pilots, averaged over about
-    ``NOISE_WINDOW_PILOTS`` pilot observations — but never below the header's σ². It takes
-    in what the noise alone does not: inter-carrier interference of fast fading, tracking
-    lag, residual timing drift. Returns None if the side information fails its CRC (or was
-    cut off).
+    ``NOISE_WINDOW_PILOTS`` pilot observations (the payload's own estimate: the header's
+    also takes in how the channel changed across the header) — plus the model error of
+    interpolating the channel's change from the pilots to each data carrier. It takes in what
+    the noise alone does not: inter-carrier interference of fast fading, tracking lag,
+    residual timing drift. Returns None if the side information fails its CRC (or was cut
+    off).
     """
     if equalizer not in ("zf", "mmse"):
         raise ValueError(f"equalizer must be 'zf' or 'mmse', got {equalizer!r}")
