@@ -459,7 +459,13 @@ def _pilot_obs(p: OfdmParams, hrx: HeaderRx, y: np.ndarray):
     return y[:, r.pi] * (np.conj(p.pilot_values(hrx.n_header, n)) * np.conj(pred)[:, None]), pred
 
 
-def signal_end(p: OfdmParams, hrx: HeaderRx, y: np.ndarray) -> int:
+def _silent_rows(p: OfdmParams, hrx: HeaderRx, y: np.ndarray) -> np.ndarray:
+    """Rows of y whose energy over the active carriers is that of noise alone (see ``signal_end``)."""
+    ya = y[:, _rx(p).act]
+    return (ya.real ** 2 + ya.imag ** 2).mean(axis=1) < hrx.noise_var * (1.0 + 3.0 / np.sqrt(ya.shape[1]))
+
+
+def signal_end(p: OfdmParams, hrx: HeaderRx, y: np.ndarray, silent: Optional[np.ndarray] = None) -> int:
     """OFDM symbols of y (the rows after the header) that still carry the frame.
 
     A burst cut short leaves symbols whose energy over the active carriers is that of noise
@@ -468,14 +474,13 @@ def signal_end(p: OfdmParams, hrx: HeaderRx, y: np.ndarray) -> int:
     the start of the tail with the most more-silent-than-not symbols (a change-point sum from
     the end, so single quiet symbols inside a frame do not count); the symbol before it is
     lost too (the cut may lie inside it). Returns the number of rows kept (len(y): no cut).
+    ``silent``: ``_silent_rows`` of y, when already computed.
     """
-    r = _rx(p)
     n = len(y)
     if n == 0:
         return 0
-    ya = y[:, r.act]
-    e = (ya.real ** 2 + ya.imag ** 2).mean(axis=1)
-    silent = e < hrx.noise_var * (1.0 + 3.0 / np.sqrt(len(r.act)))
+    if silent is None:
+        silent = _silent_rows(p, hrx, y)
     if not silent.any():
         return n
     tail = np.cumsum(np.where(silent, 1, -1)[::-1])[::-1]  # tail[c] = silent - loud symbols in c…n-1
@@ -521,7 +526,8 @@ def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     if n_rows is not None:
         y = y[: max(0, int(n_rows))]
-    n = signal_end(p, hrx, y)  # rows that carry the frame
+    silent = _silent_rows(p, hrx, y)
+    n = signal_end(p, hrx, y, silent)  # rows that carry the frame
     if n < n_s:
         return None  # the side information was cut off
     y = y[:n]
@@ -582,8 +588,7 @@ def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str
     hpow = max(float((hd.real ** 2 + hd.imag ** 2).mean()), 1e-30)
     snr = 10 * np.log10(hpow / (float(s2t[n_s:].mean()) if n > n_s else s2))
     lost = None if k == L else np.arange(L) >= k
-    ya = y[:, r.act]
-    odd = (ya.real ** 2 + ya.imag ** 2).mean(axis=1) < s2 * (1.0 + 3.0 / np.sqrt(len(r.act)))
+    odd = silent[:n].copy()
     if n:
         odd |= loo > 10.0 * float(np.median(loo))
     sus = np.flatnonzero(odd)
