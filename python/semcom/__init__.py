@@ -9,7 +9,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("blocks", "channels", "phy", "metrics", "iq", "codecs", "runtime", "images", "report", "guidance")
+_SUBPACKAGES = ("blocks", "channels", "phy", "metrics", "iq", "codecs", "runtime", "images", "report", "guidance", "datasets")
 
 
 def __getattr__(name):
