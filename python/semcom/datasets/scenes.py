@@ -470,7 +470,8 @@ def _relational(scene, rng, size=True):
 
 def captions(scene) -> list:
     """Five captions from different templates (deterministic per scene). Each mentions every
-    object exactly once, always with its colour and shape."""
+    object exactly once, always with its colour and shape; a lone object's list caption also
+    says where it is (``a small red star in the top left``, ``on the left``, ``at the top``)."""
     objs = scene.objects
     if not objs:
         return ["an empty scene"]
@@ -487,7 +488,13 @@ def captions(scene) -> list:
         f"{_PREFIXES[int(rng.integers(len(_PREFIXES)))]} {NUMBERS[n]} {noun}: "
         + _join([_a(objs[k].describe(True)) for k in lr]),
     ]
+    if n == 1 and position(objs[0]) is not None:
+        caps[3] = f"{caps[3]} {_POS_PHRASE[position(objs[0])]}"
     return caps
+
+
+_POS_PHRASE = {p: ("in the " + p if " " in p or p == "center" else ("at the " if p in ("top", "bottom") else "on the ") + p)
+               for p in POSITIONS}
 
 
 # ----------------------------------------------------------------------------- questions
@@ -596,7 +603,7 @@ def dataset(split, n=None, size=128) -> SceneDataset:
 
 _TOKEN = re.compile(r"[a-z]+|[^\sa-z]")
 _TEMPLATE_WORDS = ("a an the there is are to of and with image picture scene shape shapes object "
-                   "how many what where colour is yes no empty").split()
+                   "how many what where colour is yes no empty in on at").split()
 _PUNCT = (",", ":", "?")
 
 
@@ -634,8 +641,9 @@ _MAX_MENTIONS = 8
 def caption_attributes(text) -> dict:
     """Parse a caption of the template language.
 
-    Returns ``{"objects": [{"size", "colour", "shape"}, ...], "count": int | None,
-    "relations": [(i, rel, j), ...]}``. An object mention is a run of attribute words in the
+    Returns ``{"objects": [{"size", "colour", "shape"}, ...], "count": int, "count_stated": bool,
+    "relations": [(i, rel, j), ...]}`` (unstated attributes are None; ``count`` is the stated count,
+    or the number of mentioned objects when none is stated). An object mention is a run of attribute words in the
     order size, colour, shape (each optional, at most one of each); any other word ends it. A
     relation (``left of``/``right of``/``above``/``below``, with or without ``to the``) between
     two consecutive mentions relates them. ``count`` is a number word directly followed by
@@ -644,7 +652,7 @@ def caption_attributes(text) -> dict:
     try:
         toks = tokenize(text)
     except Exception:  # pragma: no cover - str() of exotic objects
-        return {"objects": [], "count": None, "relations": []}
+        return {"objects": [], "count": 0, "count_stated": False, "relations": []}
     objects, rels, count = [], [], None
     cur, cur_rank = None, -1
     pending = None
@@ -679,7 +687,9 @@ def caption_attributes(text) -> dict:
         elif t in ("and", ",", ":", ".", ";"):
             pending = None
     flush()
-    return {"objects": objects, "count": count, "relations": rels}
+    stated = count is not None
+    return {"objects": objects, "count": count if stated else len(objects), "count_stated": stated,
+            "relations": rels}
 
 
 def _as_scene(scene):
@@ -688,6 +698,17 @@ def _as_scene(scene):
     if isinstance(scene, dict):
         return Scene.from_dict(scene)
     return generate(int(scene))
+
+
+def _greedy_assignment(S):
+    pairs = sorted(((-S[m][g], m, g) for m in range(len(S)) for g in range(len(S[0]) if S else 0)))
+    used_m, used_g, out = set(), set(), {}
+    for _s, m, g in pairs:
+        if m not in used_m and g not in used_g:
+            out[m] = g
+            used_m.add(m)
+            used_g.add(g)
+    return out
 
 
 def caption_accuracy(text, scene) -> dict:
@@ -704,8 +725,10 @@ def caption_accuracy(text, scene) -> dict:
     * ``size``: among matched mentions that state a size, the fraction with the right size,
       times ``min(|M|, |G|) / D`` (1.0 if no size is stated and |M| = |G|);
     * ``count``: 1 if the stated count (or |M| when none is stated) equals |G|, else 0;
-    * ``relation``: the fraction of the relations the caption states that hold in the scene
-      between the matched objects (:func:`relations`); 1.0 if the caption states none;
+    * ``relation``: the fraction of the relations the caption states that are true: both of its
+      mentions are matched, each to an object that has the mention's shape or its colour, and
+      the relation holds between those objects (:func:`relations`); 1.0 if the caption states
+      none;
     * ``overall``: the mean of shape, colour and count, and relation when the caption states at
       least one relation.
 
@@ -717,7 +740,7 @@ def caption_accuracy(text, scene) -> dict:
     M, G = p["objects"], scene.objects
     nm, ng = len(M), len(G)
     D = max(nm, ng)
-    count_said = p["count"] if p["count"] is not None else nm
+    count_said = p["count"]
     out = {"n_mentioned": nm, "n_objects": ng, "n_relations": len(p["relations"])}
     if D == 0:
         out.update(shape=1.0, colour=1.0, size=1.0, count=1.0, relation=1.0, overall=1.0)
@@ -728,18 +751,23 @@ def caption_accuracy(text, scene) -> dict:
     def attr_score(m, g):
         return (m["shape"] == g.shape) + (m["colour"] == g.colour) + (m["size"] is not None and m["size"] == g.size)
 
+    def ident(m, g):  # the matched object shares the mention's shape or colour
+        return Mc[m]["shape"] == G[g].shape or Mc[m]["colour"] == G[g].colour
+
     S = [[attr_score(m, g) for g in G] for m in Mc]
     best, best_key = {}, (-1, -1)
     k = min(len(Mc), ng)
-    # injective maps from the smaller side to the larger
-    if len(Mc) <= ng:
+    # injective maps from the smaller side to the larger (exhaustive; greedy for huge scenes)
+    if math.perm(max(len(Mc), ng), k) > 50_000:
+        cands = [_greedy_assignment(S)]
+    elif len(Mc) <= ng:
         cands = (dict(zip(range(len(Mc)), perm)) for perm in itertools.permutations(range(ng), k))
     else:
         cands = (dict(zip(perm, range(ng))) for perm in itertools.permutations(range(len(Mc)), k))
     for assign in cands:
         a = sum(S[m][g] for m, g in assign.items())
         r = sum((assign[i], rel, assign[j]) in gt_rel for i, rel, j in p["relations"]
-                if i in assign and j in assign)
+                if i in assign and j in assign and ident(i, assign[i]) and ident(j, assign[j]))
         if (a, r) > best_key:
             best_key, best = (a, r), assign
     shape = sum(Mc[m]["shape"] == G[g].shape for m, g in best.items()) / D
