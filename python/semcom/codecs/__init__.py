@@ -26,3 +26,19 @@ def make_codec(name: str, rate: float = 1 / 12, **kwargs) -> Codec:
 
 
 __all__ += ["CODECS", "make_codec"]
+
+#: text codecs (caption string ⇄ symbols; ``channel_uses(n_chars)``), apart from the image codecs above
+TEXT_CODECS = ("ascii_hamming",)
+
+
+def make_text_codec(name: str, **kwargs):
+    """Text codec by name: ``"ascii_hamming"`` (7-bit ASCII + Hamming(7,4) + 16-QAM with hard
+    decisions, the digital caption baseline of VLF-MSC; codec id 10)."""
+    if name == "ascii_hamming":
+        from .text_baselines import AsciiHammingCodec
+
+        return AsciiHammingCodec(**kwargs)
+    raise ValueError(f"unknown text codec {name!r}; available: {', '.join(TEXT_CODECS)}")
+
+
+__all__ += ["TEXT_CODECS", "make_text_codec"]
