@@ -98,7 +98,7 @@ def _heart():
     y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))  # y down
     pts = np.stack([x, y], 1)
     pts -= (pts.max(0) + pts.min(0)) / 2
-    return pts * (0.9 / np.abs(pts).max())
+    return pts * (0.94 / np.hypot(pts[:, 0], pts[:, 1]).max())
 
 
 def _cross(w=0.27, L=0.85):
@@ -106,17 +106,17 @@ def _cross(w=0.27, L=0.85):
                      (-L, w), (-L, -w), (-w, -w)], float)
 
 
-# Polygons in units of the bounding-circle radius, image coordinates (y down), centred at 0.
+# Polygons in units of the bounding-circle radius (all inside it), image coordinates (y down).
 _POLYGONS = {
     "square": np.array([(-0.64, -0.64), (0.64, -0.64), (0.64, 0.64), (-0.64, 0.64)]),
-    "rectangle": np.array([(-0.9, -0.44), (0.9, -0.44), (0.9, 0.44), (-0.9, 0.44)]),
-    "triangle": _regular(3, 0.95) + np.array([0.0, 0.12]),
+    "rectangle": np.array([(-0.88, -0.44), (0.88, -0.44), (0.88, 0.44), (-0.88, 0.44)]),
+    "triangle": _regular(3, 0.92) + np.array([0.0, 0.12]),
     "star": _star(),
     "cross": _cross(),
     "diamond": np.array([(0.0, -0.95), (0.6, 0.0), (0.0, 0.95), (-0.6, 0.0)]),
     "heart": _heart(),
-    "arrow": np.array([(-0.9, -0.2), (0.15, -0.2), (0.15, -0.58), (0.92, 0.0), (0.15, 0.58), (0.15, 0.2),
-                       (-0.9, 0.2)]),
+    "arrow": np.array([(-0.9, -0.26), (0.1, -0.26), (0.1, -0.62), (0.92, 0.0), (0.1, 0.62), (0.1, 0.26),
+                       (-0.9, 0.26)]),
 }
 _CIRCLE_R = 0.82
 _RING_R, _RING_W = 0.85, 0.36
@@ -550,9 +550,9 @@ def questions(scene) -> list:
     refs = [_unique_ref(objs, k, (("colour", "shape"),)) for k in range(len(objs))]
     for k, o in enumerate(objs):
         p = position(o)
-        if p is not None:
+        if p is not None and refs[k]:
             add(f"where is the {refs[k]}?", p, "position")
-    rels = relations(scene)
+    rels = [(i, r, j) for i, r, j in relations(scene) if refs[i] and refs[j]]
     if rels:
         for idx in rng.permutation(len(rels))[:2]:
             i, r, j = rels[int(idx)]
