@@ -426,6 +426,11 @@ _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "bel
 _PREFIXES = ("an image of", "a picture of", "a scene with")
 
 
+def _num(n):
+    """Number word (hand-built scenes with more than four objects get digits)."""
+    return NUMBERS[n] if n < len(NUMBERS) else str(n)
+
+
 def _a(phrase):
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
@@ -482,10 +487,10 @@ def captions(scene) -> list:
     rand = list(rng.permutation(n))
     caps = [
         _relational(scene, rng, size=True),
-        f"{NUMBERS[n]} {noun}: " + _join([_a(objs[k].describe(False)) for k in lr]),
+        f"{_num(n)} {noun}: " + _join([_a(objs[k].describe(False)) for k in lr]),
         "there is " + _relational(scene, rng, size=bool(rng.integers(2))),
         _join([_a(objs[k].describe(True)) for k in rand]),
-        f"{_PREFIXES[int(rng.integers(len(_PREFIXES)))]} {NUMBERS[n]} {noun}: "
+        f"{_PREFIXES[int(rng.integers(len(_PREFIXES)))]} {_num(n)} {noun}: "
         + _join([_a(objs[k].describe(True)) for k in lr]),
     ]
     if n == 1 and position(objs[0]) is not None:
@@ -521,12 +526,12 @@ def questions(scene) -> list:
     def add(q, a, kind):
         qa.append({"question": q, "answer": a, "kind": kind})
 
-    add("how many shapes are there?", NUMBERS[len(objs)], "count")
+    add("how many shapes are there?", _num(len(objs)), "count")
     present = sorted({o.colour for o in objs})
     absent = [c for c in COLOURS if c not in present]
     if present:
         c = present[int(rng.integers(len(present)))]
-        add(f"how many {c} shapes are there?", NUMBERS[sum(o.colour == c for o in objs)], "count")
+        add(f"how many {c} shapes are there?", _num(sum(o.colour == c for o in objs)), "count")
     c = absent[int(rng.integers(len(absent)))]
     add(f"how many {c} shapes are there?", "zero", "count")
     for k, o in enumerate(objs):
