@@ -441,3 +441,40 @@ def test_cli_queries_prefix(vlf_reference_models, tmp_path):
 
 def _final_norm(text_encoder):
     return getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+
+
+def test_full_path_onnx_only(vlf_reference_models):
+    """Image → VLF → analog link (numpy, the spec's noise model) → caption ids and image, with
+    ONNX Runtime and numpy only, as the runtime codec will run it."""
+    from gnuradio.semcom.runtime import load_model
+
+    d = vlf_reference_models["dir"]
+    get = {n: load_model(n, models_dir=d, providers="CPUExecutionProvider", threads=1)
+           for n in ("vlf_enc", "vlf_cap_prefix", "vlf_cap_lm", "vlf_img_cond", "vlf_unet", "vlf_vae_dec")}
+    rng = np.random.default_rng(0)
+    img = _images(1, S)[0].astype(np.float32).transpose(2, 0, 1)[None] / 255
+    v = get["vlf_enc"].run({"image": img})["vlf"][0]
+    assert get["vlf_enc"].entry.channel_uses_for(N=v.shape[0], d=v.shape[1]) == N * D // 2
+    s = v.reshape(-1, 2) @ np.array([1, 1j])                 # pairs -> complex symbols
+    scale = np.sqrt(np.mean(np.abs(s) ** 2))
+    snr_db = 5.0
+    sigma2 = 10 ** (-snr_db / 10)
+    y = s / scale + np.sqrt(sigma2 / 2) * (rng.standard_normal(s.shape) + 1j * rng.standard_normal(s.shape))
+    y = y * scale / (1 + sigma2)
+    vt = np.stack([y.real, y.imag], -1).reshape(1, N, D).astype(np.float32)
+    pre = get["vlf_cap_prefix"].run({"vlf": vt})["prefix_embeds"]
+    ex = get["vlf_cap_lm"].entry.extra
+    ids = [ex["bos_id"]]
+    for _ in range(ex["max_new_tokens"]):
+        ids.append(int(np.argmax(get["vlf_cap_lm"].run({"prefix_embeds": pre, "input_ids": np.array([ids])})
+                                 ["logits"][0, -1])))
+        if ids[-1] == ex["eos_id"]:
+            break
+    assert 2 <= len(ids) <= ex["max_new_tokens"] + 1
+    ctx = get["vlf_img_cond"].run({"vlf": vt})["context"]
+    ue = get["vlf_unet"].entry.extra
+    lat = rng.standard_normal((1, *ue["latent_shape"])).astype(np.float32)
+    lat, _ = ddim_numpy(lambda x, t: get["vlf_unet"].run({"latent": x, "timestep": np.array([t], np.int64),
+                                                          "context": ctx})["noise_pred"], lat, ue["scheduler"], 4)
+    out = get["vlf_vae_dec"].run({"latent": lat})["image"]
+    assert out.shape == (1, 3, 2 * LAT, 2 * LAT) and np.all(np.isfinite(out)) and 0 <= out.min() <= out.max() <= 1

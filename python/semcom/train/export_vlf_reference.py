@@ -156,17 +156,23 @@ def load_blip2(source, device="cpu", dtype=torch.float32, tokenizer=None, image_
     model = model.to(device=device).eval()
     model.requires_grad_(False)
     tcfg = cfg.text_config
-    bos = _first_id(tcfg.bos_token_id)
-    eos = _first_id(tcfg.eos_token_id)
-    gen = getattr(model, "generation_config", None)
-    if gen is not None and _first_id(getattr(gen, "eos_token_id", None)) is not None:
-        eos = _first_id(gen.eos_token_id)
-    if bos is None or eos is None:
-        raise ValueError("the BLIP-2 text config has no bos_token_id / eos_token_id")
+    # BLIP-2's generate() runs language_model.generate(): the LM's own generation config (made
+    # from text_config; 50118 = "\n" for the OPT checkpoints) decides where a caption ends.
+    ids = {"bos": None, "eos": None, "eos_all": None}
+    for src in (getattr(model.language_model, "generation_config", None), tcfg, getattr(model, "generation_config", None)):
+        for k in ("bos", "eos"):
+            v = getattr(src, f"{k}_token_id", None) if src is not None else None
+            if ids[k] is None and _first_id(v) is not None:
+                ids[k] = _first_id(v)
+                if k == "eos":
+                    ids["eos_all"] = [int(x) for x in v] if isinstance(v, (list, tuple)) else [int(v)]
+    if ids["bos"] is None or ids["eos"] is None:
+        raise ValueError("the BLIP-2 language model config has no bos_token_id / eos_token_id")
+    bos, eos = ids["bos"], ids["eos"]
     return {"model": model, "tokenizer": _to_fast_tokenizer(tokenizer),
             "image_size": int(size or cfg.vision_config.image_size), **pre,
             "n_queries": int(cfg.num_query_tokens), "dim": int(cfg.qformer_config.hidden_size),
-            "bos_id": bos, "eos_id": eos, "origin": origin}
+            "bos_id": bos, "eos_id": eos, "eos_ids": ids["eos_all"], "origin": origin}
 
 
 def scheduler_dict(scheduler) -> dict:
@@ -216,14 +222,22 @@ def load_sd(source, device="cpu", dtype=torch.float32) -> dict:
         origin = f"Stable Diffusion directory {src.resolve().name}"
     else:
         raise TypeError(f"sd must be a pipeline directory or a dict of components, got {type(source).__name__}")
-    unet = unet.to(device=device, dtype=dtype).eval()
     vae_dtype = torch.float32 if vae.config.get("force_upcast", False) else dtype
-    vae = vae.to(device=device, dtype=vae_dtype).eval()
+    unet = _to(unet, device, dtype)
+    vae = _to(vae, device, vae_dtype)
     for m in (unet, vae) + ((te,) if te is not None else ()):
         m.requires_grad_(False)
     if te is not None:
-        te = te.to(device=device).eval()
+        te = _to(te, device, None)
     return {"unet": unet, "vae": vae, "text_encoder": te, "scheduler_config": sched, "origin": origin}
+
+
+def _to(module, device, dtype):
+    """``module`` on ``device`` (and ``dtype`` when given and different), in eval mode."""
+    module = module.to(device=device)
+    if dtype is not None and module.dtype != dtype:
+        module = module.to(dtype=dtype)
+    return module.eval()
 
 
 # -- graph modules ---------------------------------------------------------------------------
@@ -572,7 +586,7 @@ def export_vlf_reference(blip2=None, sd=None, out_dir="models", *, proj=None, pr
                              [torch.randn(1, P, E, generator=g), torch.randint(0, V, (1, 11), generator=g)]],
                       task="vlf-caption-lm", training=blip_training,
                       extra={"tokenizer": TOKENIZER_FILE, "tokenizer_sha256": _sha(out_dir / TOKENIZER_FILE),
-                             "bos_id": bos, "eos_id": b2["eos_id"], "max_new_tokens": int(max_new_tokens),
+                             "bos_id": bos, "eos_id": b2["eos_id"], "eos_ids": b2["eos_ids"], "max_new_tokens": int(max_new_tokens),
                              "vocab_size": V, "max_input_tokens": t_max, "prefix": prefix, "P": P,
                              "lm": f"{model.config.text_config.model_type} ({model.language_model.__class__.__name__})",
                              "source": b2["origin"],
@@ -700,7 +714,8 @@ def main(argv=None):
                                                                   "3e-2 with --fp16)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     models = MODELS if not args.only else tuple(s.strip() for s in args.only.split(",") if s.strip())

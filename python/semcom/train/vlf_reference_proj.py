@@ -169,7 +169,8 @@ def scene_images(n: int, size: int = 256):
 
 
 def _batch(images, idx, size, device):
-    """uint8/float HxWx3 images → float32 [B, 3, size, size] in [0, 1] (bicubic, antialiased)."""
+    """uint8/float HxWx3 images → float32 [B, 3, size, size] in [0, 1] (centre square crop,
+    bicubic antialiased resize)."""
     out = []
     for i in idx:
         a = np.asarray(images[int(i)])
@@ -179,6 +180,10 @@ def _batch(images, idx, size, device):
         if x.dim() == 2:
             x = x[..., None].expand(-1, -1, 3)
         x = x[..., :3].permute(2, 0, 1)[None]
+        h, w = x.shape[-2:]
+        if h != w:  # centre square crop, then resize (no aspect distortion)
+            m = min(h, w)
+            x = x[..., (h - m) // 2:(h - m) // 2 + m, (w - m) // 2:(w - m) // 2 + m]
         if x.shape[-2:] != (size, size):
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=True,
                                                 align_corners=False)
