@@ -349,6 +349,74 @@ def case_qt_rx_readout(qapp):
     qapp.processEvents()
 
 
+@pytest.fixture(scope="module")
+def vlf_backend(tmp_path_factory):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import vlf_tiny
+
+    return vlf_tiny.build(tmp_path_factory.mktemp("vlf_fuzz"))
+
+
+def case_vlf_encoder(vlf_backend):
+    enc = semcom.vlf_encoder(backend=str(vlf_backend))
+    with Rig(enc, ["in", "csi"], ["out"]) as r:
+        bad = NOT_PDU + bad_image({}) + [("empty image", pdu(dict(height=0, width=0), u8([])))]
+        bad += bad_meta(dict(image_id=0, name="fuzz", height=SIZE, width=SIZE), ["height", "width", "image_id", "name"],
+                        u8(IMG))
+        fuzz("vlf_encoder", enc, "in", bad, good_image(), lambda: len(r.out("out")) == 1, enc.dropped)
+        meta = pmt.to_python(pmt.car(r.out("out")[0]))
+        assert meta["codec_id"] == 8 and meta["bcr"] == meta["rho"] > 0
+
+
+def _vlf_rx_pdu(backend):
+    from gnuradio.semcom.codecs.vlf import VlfCodec
+
+    e = VlfCodec(models_dir=backend).encode(IMG)
+    meta = dict(codec_id=8, seq=0, snr_est_db=20.0, noise_var=0.01, equalizer="zf",
+                side_info=u8(np.frombuffer(e.side_info, np.uint8)))
+    return meta, e.symbols
+
+
+def case_vlf_decoders(vlf_backend):
+    meta, y = _vlf_rx_pdu(vlf_backend)
+    for name, blk in (("vlf_caption_decoder", semcom.vlf_caption_decoder(backend=str(vlf_backend))),
+                      ("vlf_image_decoder", semcom.vlf_image_decoder(backend=str(vlf_backend), steps=2))):
+        with Rig(blk, ["in"], ["out"]) as r:
+            n = y.size
+            bad = NOT_PDU + [("u8 vector", pdu(meta, u8(np.ones(n)))), ("f32 vector", pdu(meta, pmt.init_f32vector(
+                n, [1.0] * n))), ("nil vector", pdu(meta, pmt.PMT_NIL))]
+            bad += bad_meta(meta, ["snr_est_db", "codec_id", "seq", "side_info", "noise_var", "equalizer"], c32(y))
+            bad.append(("no snr_est_db", pdu({k: v for k, v in meta.items() if k != "snr_est_db"}, c32(y))))
+
+            def statuses():
+                return [pmt.to_python(pmt.car(m)).get("status") for m in r.out("out")]
+
+            fuzz(name, blk, "in", bad, pdu(meta, c32(y)), lambda: "ok" in statuses(), blk.dropped)
+            # NaN and empty payloads are not malformed: they are answered with a status of their own
+            b = blk.to_basic_block()
+            b._post(pmt.intern("in"), pdu(meta, c32(np.full(n, np.nan))))
+            b._post(pmt.intern("in"), pdu(meta, c32([])))
+            assert wait_until(lambda: statuses()[-2:] == ["nonfinite_symbols", "no_symbols"]), statuses()
+            assert blk.decoded == 1
+
+
+def case_vlf_sink():
+    snk = semcom.vlf_sink(branches="caption")
+    with Rig(snk, ["caption", "image"], ["ack"]) as r:
+        meta = dict(seq=1, status="ok", snr_est_db=3.0, caption="a red circle")
+        bad = NOT_PDU + bad_meta(meta, ["seq"], u8([])) + [("caption=5", pdu(dict(meta, caption=5), u8([])))]
+        fuzz("vlf_sink", snk, "caption", bad, pdu(meta, u8([])), lambda: len(r.out("ack")) == 1, snk.dropped)
+        assert snk.rows[0]["caption"] == "a red circle"
+    snk = semcom.vlf_sink(branches="image")
+    with Rig(snk, ["caption", "image"], ["ack"]) as r:
+        meta = dict(seq=2, status="ok", height=SIZE, width=SIZE)
+        bad = NOT_PDU + bad_image(meta) + bad_meta(meta, ["seq", "height"], u8(IMG))
+        fuzz("vlf_sink", snk, "image", bad, good_image(**meta), lambda: len(r.out("ack")) == 1, snk.dropped)
+        assert snk.rows[0]["image"].shape == (SIZE, SIZE, 3)
+
+
 CASES = {  # case → the block classes it covers
     case_ofdm_tx: ("ofdm_tx", "ofdm_framer", "burst_source"),
     case_semantic_encoder: ("semantic_encoder",),
@@ -361,6 +429,9 @@ CASES = {  # case → the block classes it covers
     case_device_uplink: ("device_uplink",),
     case_qt_image_view: ("qt_image_view",),
     case_qt_rx_readout: ("qt_rx_readout",),
+    case_vlf_encoder: ("vlf_encoder",),
+    case_vlf_decoders: ("vlf_caption_decoder", "vlf_image_decoder"),
+    case_vlf_sink: ("vlf_sink",),
 }
 COVERED = {name for names in CASES.values() for name in names}
 
@@ -399,10 +470,8 @@ def test_every_block_with_message_inputs_is_covered():
 
 @pytest.mark.parametrize("case", list(CASES), ids=[c.__name__[5:] for c in CASES])
 def test_malformed_messages(case, request):
-    if "qapp" in inspect.signature(case).parameters:
-        case(request.getfixturevalue("qapp"))
-    else:
-        case()
+    params = inspect.signature(case).parameters
+    case(*(request.getfixturevalue(p) for p in params))
 
 
 def test_rate_limit_memory_is_bounded(monkeypatch):

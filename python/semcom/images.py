@@ -19,7 +19,7 @@ import numpy as np
 
 from .codecs.base import as_rgb_uint8
 
-__all__ = ["ImageItem", "ImageSet", "load_images", "check_pixels", "ImageTooLarge", "SAMPLE_NAMES",
+__all__ = ["ImageItem", "ImageSet", "load_images", "scene_seed", "check_pixels", "ImageTooLarge", "SAMPLE_NAMES",
            "IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS"]
 
 log = logging.getLogger("gr-semcom.images")
@@ -128,12 +128,39 @@ def _sample(name: str) -> np.ndarray:
     return as_rgb_uint8(getattr(skimage.data, name)())
 
 
+def scene_seed(name: str) -> int | None:
+    """The scene seed of an image named ``scene_<seed>[.png]`` (a ``scenes:`` set), else None."""
+    stem = os.path.splitext(os.path.basename(str(name)))[0]
+    if stem.startswith("scene_") and stem[6:].isdigit():
+        return int(stem[6:])
+    return None
+
+
+def _scenes(spec: str, size: int, limit: int) -> ImageSet:
+    from .datasets import scenes
+
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[1] not in scenes.SPLITS:
+        raise ValueError(f"bad scene set {spec!r}: use scenes:SPLIT[:N] with SPLIT one of {', '.join(scenes.SPLITS)}")
+    try:
+        n = int(parts[2]) if len(parts) == 3 else 100
+    except ValueError:
+        raise ValueError(f"bad scene count in {spec!r}") from None
+    if n < 1:
+        raise ValueError(f"scene count must be >= 1 in {spec!r}")
+    n = min(n, limit) if limit else n
+    data = scenes.dataset(parts[1], n, size or 256)
+    return ImageSet([ImageItem(f"scene_{it.seed}.png", it.image) for it in data])
+
+
 def load_images(path=None, size: int = 0, limit: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSet:
     """Load an image set.
 
     ``path``: None/"" → scikit-image's sample photos; a folder → every image file in it
     (sorted, extensions in ``IMAGE_EXTENSIONS``); a file; a list of files; or
-    ``"sample:astronaut,coffee"``. ``size`` > 0 centre-crops to a square and resizes to
+    ``"sample:astronaut,coffee"``; or ``"scenes:SPLIT[:N]"``, the first N (default 100) scenes of
+    a split of the synthetic benchmark (``semcom.datasets.scenes``), named ``scene_<seed>.png``
+    and rendered at ``size`` (default 256; rendered, not resized). ``size`` > 0 centre-crops to a square and resizes to
     size×size. ``limit`` > 0 keeps the first ``limit`` images. ``max_pixels``: files of more
     pixels (width × height, native size) are refused from their header without being decoded
     (0: no limit of gr-semcom's own; Pillow's ``MAX_IMAGE_PIXELS`` still applies).
@@ -147,6 +174,8 @@ def load_images(path=None, size: int = 0, limit: int = 0, max_pixels: int = DEFA
         raise ValueError(f"size must be 0 (keep) or >= 8, got {size}")
     max_pixels = _max_pixels(max_pixels)
     sources: list[tuple[str, object]] = []
+    if isinstance(path, str) and path.startswith("scenes:"):
+        return _scenes(path, size, limit)
     if path is None or path == "" or (isinstance(path, str) and path.startswith("sample:")):
         names = SAMPLE_NAMES if not path else [n.strip() for n in path[len("sample:"):].split(",") if n.strip()]
         sources = [(n, ("sample", n)) for n in names]

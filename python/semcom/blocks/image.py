@@ -190,6 +190,8 @@ class semantic_encoder(MessageGuard, gr.basic_block):
     the codec sees them, logged and counted in ``refused`` (and ``failed``). Every rejected message
     (an image that cannot be encoded, a CSI report without a finite numeric ``snr_est_db``) is
     logged and counted in ``dropped()``; the encoder goes on with the next one.
+    Codecs that name ``pdu_meta`` keys of their ``Encoded.meta`` (the VLF codec: ``bcr``) have
+    them added to the symbol PDU's metadata.
     ``log``: one dict per encoded image (TX-side facts for reports: ``image_id``, ``name``,
     ``tx_snr_db``, ``rho``, ``n_symbols`` and the codec's ``Encoded.meta``), the newest
     ``history`` of them (a ring buffer; ``encoded`` counts them all).
@@ -280,6 +282,7 @@ class semantic_encoder(MessageGuard, gr.basic_block):
         rho = _codecs.rho(enc.symbols.size, h, w)
         out = dict(codec_id=self.codec.codec_id, seq=image_id & 0xFFFF, image_id=image_id,
                    name=name, tx_snr_db=snr, rho=rho)
+        out.update({k: enc.meta[k] for k in getattr(self.codec, "pdu_meta", ()) if k in enc.meta})
         d = pmt.make_dict()
         for k, v in out.items():
             d = pmt.dict_add(d, pmt.intern(k), pmt.to_pmt(v))

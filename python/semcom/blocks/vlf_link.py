@@ -1,0 +1,303 @@
+"""The VLF-MSC link as one GNU Radio flowgraph, and a frame link for the baselines.
+
+``vlf_link_flowgraph``: image_source → vlf_encoder → ofdm_tx → channel → ofdm_rx →
+vlf_caption_decoder + vlf_image_decoder (the same received frame feeds both) → vlf_sink,
+whose ``ack`` paces the source (stop-and-wait). ``apps/vlf_link.grc`` is the GRC form.
+
+``run_frames``: any list of symbol frames (the text and image baselines' transmitters are
+numpy cores) through the same ofdm_tx → channel → ofdm_rx, one at a time; returns what the
+receiver handed over per frame (symbols + metadata, or nothing when the frame was lost), so
+every system of the evaluation crosses the same PHY and channel.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from ._guard import MessageGuard, c32_array, message_handler, meta_int
+from ._guard import meta_dict as _meta_dict
+from ._history import DEFAULT_HISTORY, history_buffer
+from .image import image_source
+from .image_link import make_channel
+from .link import threaded_source
+from .ofdm import make_params, ofdm_rx, ofdm_tx
+from .pmtvec import c32_to_pmt, pmt_to_u8, u8_to_pmt
+from .vlf import vlf_caption_decoder, vlf_codec, vlf_encoder, vlf_image_decoder
+
+__all__ = ["VlfLinkConfig", "vlf_sink", "vlf_link_flowgraph", "run_vlf_link", "run_frames"]
+
+
+@dataclass
+class VlfLinkConfig:
+    """One run of the VLF-MSC link (channel fields as ``image_link.LinkConfig``)."""
+
+    images: str = "scenes:test:4"  # image_source path ("scenes:SPLIT[:N]", a folder, files)
+    size: int = 256
+    limit: int = 0
+    snr_db: float = 5.0
+    channel: str = "awgn"
+    profile: str = "wide256"
+    backend: str = "embedded"      # or "reference:PATH"
+    steps: int = 0                 # DDIM steps (0: the model's default)
+    draw_images: bool = True       # run the image decoder (False: captions only)
+    min_snr_db: float = -10.0
+    equalizer: str = "zf"
+    seed: int = 0
+    k: float = 4.0
+    fdts: float = 1e-5
+    sample_rate: float = 15.36e6
+    delay_spread: float = 100e-9
+    frame_timeout_s: float = 60.0  # the source goes on after this long without an ack (lost frame)
+    history: int = DEFAULT_HISTORY
+
+
+class vlf_sink(MessageGuard, gr.basic_block):
+    """Collects the caption and the image decoded from each frame and acknowledges the frame.
+
+    Message inputs ``caption`` (``vlf_caption_decoder``'s ``out``) and ``image``
+    (``vlf_image_decoder``'s ``out``); output ``ack`` (connect the image source's ``next``):
+    one message per frame once every branch in ``branches`` ("caption", "image") has
+    answered for its ``seq``. ``rows``: the newest ``history`` frames, dicts with ``seq``,
+    ``snr_est_db``, ``caption``, ``caption_status``, ``caption_latency_s``, ``image``
+    (uint8 array or None), ``image_status``, ``image_latency_s``, ``t`` (seconds since the
+    first answer); ``count()`` counts every frame. Malformed PDUs are logged, counted in
+    ``dropped()`` and skipped.
+    """
+
+    def __init__(self, branches=("caption", "image"), history=DEFAULT_HISTORY):
+        gr.basic_block.__init__(self, "semcom_vlf_sink", None, None)
+        if isinstance(branches, str):
+            branches = [b.strip() for b in branches.split(",") if b.strip()]
+        self.branches = tuple(branches)
+        if not self.branches or any(b not in ("caption", "image") for b in self.branches):
+            raise ValueError(f"branches must be a non-empty subset of ('caption', 'image'), got {branches!r}")
+        self.rows = history_buffer(history)
+        self._count = 0
+        self._open = {}
+        self._t0 = None
+        self._lock = threading.Lock()
+        for b in ("caption", "image"):
+            self.message_port_register_in(pmt.intern(b))
+        self.message_port_register_out(pmt.intern("ack"))
+        self.set_msg_handler(pmt.intern("caption"), self._on_caption)
+        self.set_msg_handler(pmt.intern("image"), self._on_image)
+
+    def count(self) -> int:
+        """Frames completed (every branch answered)."""
+        return self._count
+
+    @message_handler("caption")
+    def _on_caption(self, msg):
+        meta = _meta_dict(msg)
+        caption = meta.get("caption", "")
+        if not isinstance(caption, str):
+            raise ValueError(f"metadata 'caption' must be a string, got {caption!r}")
+        self._part(meta, "caption", caption=caption)
+
+    @message_handler("image")
+    def _on_image(self, msg):
+        meta = _meta_dict(msg)
+        vec = pmt.cdr(msg)
+        if not pmt.is_u8vector(vec):
+            raise ValueError("image PDU vector must be a u8vector")
+        h, w = meta_int(meta, "height", 0, 0), meta_int(meta, "width", 0, 0)
+        n = pmt.length(vec)
+        if n != h * w * 3:
+            raise ValueError(f"image PDU of {n} bytes does not match {h}x{w}x3")
+        self._part(meta, "image", image=pmt_to_u8(vec).reshape(h, w, 3) if n else None)
+
+    def _part(self, meta, branch, **value):
+        if branch not in self.branches:
+            return
+        seq = meta_int(meta, "seq", -1, -1, 0xFFFF)
+        now = time.monotonic()
+        with self._lock:
+            if self._t0 is None:
+                self._t0 = now
+            row = self._open.setdefault(seq, {"seq": seq, "snr_est_db": meta.get("snr_est_db", np.nan)})
+            row.update(value)
+            row[f"{branch}_status"] = meta.get("status", "")
+            row[f"{branch}_latency_s"] = meta.get("latency_s", np.nan)
+            row.setdefault("done", set()).add(branch)
+            if not row["done"].issuperset(self.branches):
+                return
+            del self._open[seq]
+            row.pop("done")
+            row["t"] = now - self._t0
+            self.rows.append(row)
+            self._count += 1
+        self.message_port_pub(pmt.intern("ack"), pmt.PMT_T)
+
+
+class vlf_link_flowgraph(gr.top_block):
+    """One VLF-MSC link run; the blocks are attributes (``src``, ``enc``, ``tx``, ``chan``,
+    ``rx``, ``cap``, ``img``, ``sink``). ``codec``: the transmitter's ``VlfCodec`` (default:
+    built from ``cfg``); the decoders build their own from ``cfg``."""
+
+    def __init__(self, cfg: VlfLinkConfig, codec=None):
+        gr.top_block.__init__(self, "semcom VLF-MSC link")
+        self.cfg = cfg
+        p = make_params(cfg.profile)
+        self.codec = codec or vlf_codec(cfg.backend, steps=cfg.steps, seed=cfg.seed, min_snr_db=cfg.min_snr_db)
+        self.src = image_source(cfg.images, cfg.size, cfg.limit, pace="ack", timeout_s=cfg.frame_timeout_s)
+        self.enc = vlf_encoder(codec=self.codec, history=cfg.history)
+        n = self.codec.n_symbols
+        self.tx = ofdm_tx(profile=p, tail_symbols=8, max_payload_len=max(n, 1024), max_side_len=64)
+        self.chan = make_channel(cfg)
+        self.rx = ofdm_rx(profile=p, equalizer=cfg.equalizer, max_payload_len=max(n, 1024), max_side_len=64)
+        # each decoder has a codec of its own (their handlers run in two threads at once); the
+        # ONNX sessions are shared through the runtime's cache
+        self.cap = vlf_caption_decoder(codec=self._codec(cfg), history=cfg.history)
+        branches = ("caption", "image") if cfg.draw_images else ("caption",)
+        self.sink = vlf_sink(branches, history=cfg.history)
+        self.msg_connect(self.src, "out", self.enc, "in")
+        self.msg_connect(self.enc, "out", self.tx, "in")
+        self.connect(self.tx, self.chan, self.rx)
+        self.msg_connect(self.rx, "out", self.cap, "in")
+        self.msg_connect(self.cap, "out", self.sink, "caption")
+        self.img = None
+        if cfg.draw_images:
+            self.img = vlf_image_decoder(codec=self._codec(cfg), history=cfg.history)
+            self.msg_connect(self.rx, "out", self.img, "in")
+            self.msg_connect(self.img, "out", self.sink, "image")
+        self.msg_connect(self.sink, "ack", self.src, "next")
+
+    @staticmethod
+    def _codec(cfg):
+        return vlf_codec(cfg.backend, steps=cfg.steps, seed=cfg.seed, min_snr_db=cfg.min_snr_db)
+
+
+def _wait(tb, done, total, timeout_s, finished):
+    t0 = time.time()
+    finished_at = None
+    while time.time() - t0 < timeout_s and done() < total:
+        if finished_at is None and finished():
+            finished_at = time.time()
+        if finished_at is not None and time.time() - finished_at > 2.0:
+            break  # the source gave up waiting on its last frame: lost
+        time.sleep(0.02)
+
+
+def run_vlf_link(cfg: VlfLinkConfig, codec=None, timeout_s: float = 600.0) -> dict:
+    """Run one configuration to completion. Returns ``rows`` (one per image sent, in order,
+    with ``name`` and ``image_id``; frames that never arrived get status "lost" in both
+    branches), the TX facts (``n_symbols``, ``bcr``) and the receiver's counters."""
+    tb = vlf_link_flowgraph(cfg, codec)
+    t0 = time.time()
+    tb.start()
+    try:
+        _wait(tb, tb.sink.count, tb.src.total, timeout_s, tb.src.finished)
+    finally:
+        tb.stop()
+        tb.wait()
+    got = {r["seq"]: r for r in tb.sink.rows}
+    tx = {e["image_id"]: e for e in tb.enc.log}
+    rows = []
+    for k in range(tb.src.total):
+        item = tb.src.images.items[k % len(tb.src.images)]
+        r = got.get(k & 0xFFFF) or {"seq": k & 0xFFFF, "snr_est_db": np.nan, "caption": "", "caption_status": "lost",
+                                   "image": None, "image_status": "lost" if cfg.draw_images else ""}
+        e = tx.get(k, {})
+        rows.append(dict(r, image_id=k, name=item.name, source=item.pixels, n_symbols=e.get("n_symbols", 0),
+                         bcr=e.get("bcr", np.nan)))
+    return dict(rows=rows, wall_s=time.time() - t0, header_failures=tb.rx.header_failures(),
+                frames_received=tb.rx.frames_received(), encoder_failures=tb.enc.failed,
+                source_timeouts=tb.src.timeouts)
+
+
+# ---------------------------------------------------------------------------------------
+# any symbol frames through the PHY (baselines)
+class _frame_source(threaded_source):
+    """Emits the given frames (codec_id, symbols, side_info) one at a time, the next on
+    ``next`` or after ``timeout_s``."""
+
+    def __init__(self, frames, timeout_s):
+        threaded_source.__init__(self, "semcom_frame_source")
+        self.frames, self.timeout_s = list(frames), float(timeout_s)
+        self.sent = self.timeouts = 0
+        self._ack = threading.Semaphore(0)
+        self.message_port_register_in(pmt.intern("next"))
+        self.set_msg_handler(pmt.intern("next"), self._on_next)
+
+    @message_handler("next")
+    def _on_next(self, _msg):
+        self._ack.release()
+
+    def _wake(self):
+        self._ack.release()
+
+    def _run(self):
+        for seq, (codec_id, symbols, side) in enumerate(self.frames):
+            if self._stop.is_set():
+                return
+            d = pmt.make_dict()
+            d = pmt.dict_add(d, pmt.intern("codec_id"), pmt.from_long(int(codec_id)))
+            d = pmt.dict_add(d, pmt.intern("seq"), pmt.from_long(seq & 0xFFFF))
+            d = pmt.dict_add(d, pmt.intern("side_info"), u8_to_pmt(np.frombuffer(bytes(side), np.uint8)))
+            self.message_port_pub(pmt.intern("out"), pmt.cons(d, c32_to_pmt(np.ascontiguousarray(symbols, np.complex64))))
+            self.sent += 1
+            if not self._ack.acquire(timeout=self.timeout_s):
+                self.timeouts += 1
+
+    def finished(self) -> bool:
+        return self.sent >= len(self.frames) and self._thread is not None and not self._thread.is_alive()
+
+
+class frame_capture(MessageGuard, gr.basic_block):
+    """Keeps every ``ofdm_rx`` PDU (metadata dict, received symbols) by ``seq`` and acks it on
+    ``ack``. Malformed PDUs are logged, counted in ``dropped()`` and skipped."""
+
+    def __init__(self):
+        gr.basic_block.__init__(self, "semcom_frame_capture", None, None)
+        self.frames = {}
+        self.message_port_register_in(pmt.intern("in"))
+        self.message_port_register_out(pmt.intern("ack"))
+        self.set_msg_handler(pmt.intern("in"), self._handle)
+
+    @message_handler("in")
+    def _handle(self, msg):
+        meta = _meta_dict(msg)
+        y = c32_array(pmt.cdr(msg), nonempty=False, finite=False)
+        self.frames[meta_int(meta, "seq", -1, -1, 0xFFFF)] = (meta, y)
+        self.message_port_pub(pmt.intern("ack"), pmt.PMT_T)
+
+    def count(self) -> int:
+        return len(self.frames)
+
+
+class _frames_flowgraph(gr.top_block):
+    def __init__(self, frames, cfg: VlfLinkConfig):
+        gr.top_block.__init__(self, "semcom frame link")
+        p = make_params(cfg.profile)
+        n = max([1024] + [len(f[1]) for f in frames])
+        side = max([64] + [len(f[2]) for f in frames])
+        self.src = _frame_source(frames, cfg.frame_timeout_s)
+        self.tx = ofdm_tx(profile=p, tail_symbols=8, max_payload_len=n, max_side_len=side)
+        self.chan = make_channel(cfg)
+        self.rx = ofdm_rx(profile=p, equalizer=cfg.equalizer, max_payload_len=n, max_side_len=side)
+        self.cap = frame_capture()
+        self.msg_connect(self.src, "out", self.tx, "in")
+        self.connect(self.tx, self.chan, self.rx)
+        self.msg_connect(self.rx, "out", self.cap, "in")
+        self.msg_connect(self.cap, "ack", self.src, "next")
+
+
+def run_frames(frames, cfg: VlfLinkConfig, timeout_s: float = 600.0) -> list:
+    """Send ``frames`` — (codec_id, complex symbols, side_info bytes) each — through ofdm_tx →
+    ``cfg``'s channel → ofdm_rx. Returns one entry per frame: (metadata dict, received
+    symbols) as the receiver handed them over, or None for a lost frame (missed preamble,
+    header or side-information CRC failure). ``frame_timeout_s`` should be short here (the
+    frames are sent back to back, a second is plenty)."""
+    tb = _frames_flowgraph(frames, cfg)
+    tb.start()
+    try:
+        _wait(tb, tb.cap.count, len(frames), timeout_s, tb.src.finished)
+    finally:
+        tb.stop()
+        tb.wait()
+    return [tb.cap.frames.get(k & 0xFFFF) for k in range(len(frames))]
