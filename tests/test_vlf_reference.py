@@ -478,3 +478,35 @@ def test_full_path_onnx_only(vlf_reference_models):
                                                           "context": ctx})["noise_pred"], lat, ue["scheduler"], 4)
     out = get["vlf_vae_dec"].run({"latent": lat})["image"]
     assert out.shape == (1, 3, 2 * LAT, 2 * LAT) and np.all(np.isfinite(out)) and 0 <= out.min() <= out.max() <= 1
+
+
+def test_fp16_export_and_training_cli(vlf_reference_models, tmp_path):
+    """--fp16 keeps float32 graph inputs/outputs; the training command line on an image folder."""
+    from PIL import Image
+
+    from gnuradio.semcom.runtime import load_manifest
+    from gnuradio.semcom.train.export_vlf_reference import export_vlf_reference
+    from gnuradio.semcom.train.vlf_reference_proj import load_projection
+    from gnuradio.semcom.train.vlf_reference_proj import main as train_main
+
+    models = vlf_reference_models
+    out = tmp_path / "fp16"
+    export_vlf_reference(models["blip2_dir"], models["sd_dir"], out, proj=models["proj"], fp16=True,
+                         models=("vlf_cap_prefix", "vlf_img_cond"))
+    m = load_manifest(out)
+    for e in m:
+        assert e.extra["dtype"] == "float16" and e.extra["ort_max_rel_diff"] <= 3e-2
+        assert all(t.dtype == "float32" for t in e.inputs + e.outputs)
+    vlf = np.random.default_rng(2).standard_normal((1, N, D)).astype(np.float32)
+    ref = _run(models, "vlf_img_cond", vlf=vlf)["context"]
+    got = _run({"dir": out}, "vlf_img_cond", vlf=vlf)["context"]   # the projection itself stays float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(_images(3, 48)):
+        Image.fromarray(img[:, :40]).save(folder / f"{i}.png")          # not square: centre-cropped
+    ckpt = tmp_path / "p.pt"
+    assert train_main(["--blip2", str(models["blip2_dir"]), "--sd", str(models["sd_dir"]), "--images", str(folder),
+                       "--steps", "1", "--batch-size", "2", "--out", str(ckpt), "--device", "cpu"]) == 0
+    proj, info = load_projection(ckpt)
+    assert proj.vlf_dim == D and proj.text_dim == C and len(info["history"]["loss"]) == 1

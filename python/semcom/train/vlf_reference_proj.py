@@ -174,7 +174,7 @@ def _batch(images, idx, size, device):
     out = []
     for i in idx:
         a = np.asarray(images[int(i)])
-        x = torch.from_numpy(np.ascontiguousarray(a)).float()
+        x = torch.from_numpy(np.array(a)).float()  # a copy: images may be read-only views
         if a.dtype == np.uint8:
             x = x / 255.0
         if x.dim() == 2:
@@ -219,10 +219,18 @@ def train_projection(blip2, sd, images, *, steps: int = 1000, batch_size: int = 
     if vae.config.get("force_upcast", False) and dtype != torch.float32:
         vae = vae.float()
     encoder = VlfEncoder(b2["model"], b2["mean"], b2["std"], b2["image_size"]).to(device).eval()
+    vlf_dim, blip_size = b2["dim"], b2["image_size"]
+    if not isinstance(blip2, nn.Module):  # loaded here: drop the LM, only the ViT and Q-Former are used
+        b2["model"].language_model = None
+    b2 = None
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
     for m in (encoder, unet, vae):
         m.requires_grad_(False)
     if proj is None:
-        proj = VlfTextProjection.from_text_encoder(b2["dim"], parts["text_encoder"], seed=seed)
+        if parts["text_encoder"] is None:
+            raise ValueError("a new projection needs SD's text_encoder (its final layer norm)")
+        proj = VlfTextProjection.from_text_encoder(vlf_dim, parts["text_encoder"], seed=seed)
     proj = proj.to(device).float().train()
     proj.norm.requires_grad_(False)
     noise_sched = DDPMScheduler.from_config(parts["scheduler_config"])
@@ -241,7 +249,7 @@ def train_projection(blip2, sd, images, *, steps: int = 1000, batch_size: int = 
     for step in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=g)
         with torch.no_grad():
-            x_blip = _batch(images, idx, b2["image_size"], device)
+            x_blip = _batch(images, idx, blip_size, device)
             x_sd = _batch(images, idx, sd_size, device)
             v = encoder(x_blip).float()
             snr = lo + (hi - lo) * torch.rand(batch_size, generator=g)
