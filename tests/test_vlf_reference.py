@@ -510,3 +510,28 @@ def test_fp16_export_and_training_cli(vlf_reference_models, tmp_path):
                        "--steps", "1", "--batch-size", "2", "--out", str(ckpt), "--device", "cpu"]) == 0
     proj, info = load_projection(ckpt)
     assert proj.vlf_dim == D and proj.text_dim == C and len(info["history"]["loss"]) == 1
+
+
+def test_torchscript_fallback(vlf_reference_models, tmp_path, monkeypatch):
+    """When the dynamo exporter fails, the TorchScript exporter writes the graph (dynamic T kept)."""
+    from gnuradio.semcom.runtime import load_manifest
+    from gnuradio.semcom.train.export_vlf_reference import export_vlf_reference
+
+    real = torch.onnx.export
+
+    def no_dynamo(*args, **kwargs):
+        if kwargs.get("dynamo"):
+            raise RuntimeError("dynamo export unavailable (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    out = tmp_path / "ts"
+    export_vlf_reference(vlf_reference_models["blip2_dir"], None, out, models=("vlf_cap_prefix", "vlf_cap_lm"))
+    m = load_manifest(out)
+    lm = m.entry("vlf_cap_lm")
+    assert lm.extra["exporter"] == "torchscript" and lm.extra["ort_max_rel_diff"] < 1e-4
+    assert lm.inputs[1].shape == (1, "T") and lm.extra["check_cases"] == 3
+    ids = np.array([[BOS, 7, 8]], np.int64)
+    a = _run({"dir": out}, "vlf_cap_lm", prefix_embeds=np.ones((1, 1, E), np.float32), input_ids=ids)["logits"]
+    b = _run(vlf_reference_models, "vlf_cap_lm", prefix_embeds=np.ones((1, 1, E), np.float32), input_ids=ids)["logits"]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
