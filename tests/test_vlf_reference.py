@@ -11,7 +11,6 @@ diffusers' DDIMScheduler with the torch U-Net. Random weights check plumbing and
 not caption or image quality.
 """
 import json
-import pathlib
 import time
 
 import numpy as np

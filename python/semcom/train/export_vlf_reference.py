@@ -159,7 +159,9 @@ def load_blip2(source, device="cpu", dtype=torch.float32, tokenizer=None, image_
     # BLIP-2's generate() runs language_model.generate(): the LM's own generation config (made
     # from text_config; 50118 = "\n" for the OPT checkpoints) decides where a caption ends.
     ids = {"bos": None, "eos": None, "eos_all": None}
-    for src in (getattr(model.language_model, "generation_config", None), tcfg, getattr(model, "generation_config", None)):
+    sources = (getattr(model.language_model, "generation_config", None), tcfg,
+               getattr(model, "generation_config", None))
+    for src in sources:
         for k in ("bos", "eos"):
             v = getattr(src, f"{k}_token_id", None) if src is not None else None
             if ids[k] is None and _first_id(v) is not None:
@@ -586,7 +588,8 @@ def export_vlf_reference(blip2=None, sd=None, out_dir="models", *, proj=None, pr
                              [torch.randn(1, P, E, generator=g), torch.randint(0, V, (1, 11), generator=g)]],
                       task="vlf-caption-lm", training=blip_training,
                       extra={"tokenizer": TOKENIZER_FILE, "tokenizer_sha256": _sha(out_dir / TOKENIZER_FILE),
-                             "bos_id": bos, "eos_id": b2["eos_id"], "eos_ids": b2["eos_ids"], "max_new_tokens": int(max_new_tokens),
+                             "bos_id": bos, "eos_id": b2["eos_id"], "eos_ids": b2["eos_ids"],
+                             "max_new_tokens": int(max_new_tokens),
                              "vocab_size": V, "max_input_tokens": t_max, "prefix": prefix, "P": P,
                              "lm": f"{model.config.text_config.model_type} ({model.language_model.__class__.__name__})",
                              "source": b2["origin"],
@@ -658,7 +661,8 @@ def export_vlf_reference(blip2=None, sd=None, out_dir="models", *, proj=None, pr
                       [_spec("latent", [1, c, h, h])], [_spec("image", [1, 3, H, H])],
                       cases=[[torch.randn(1, c, h, h, generator=g) * 0.5]], task="vlf-vae-decoder",
                       training=sd_training,
-                      extra={"latent_shape": [c, h, h], "image_size": H, "scaling_factor": float(vae.config.scaling_factor),
+                      extra={"latent_shape": [c, h, h], "image_size": H,
+                             "scaling_factor": float(vae.config.scaling_factor),
                              "output_range": [0, 1], "source": parts["origin"],
                              "vae_dtype": "float32" if vae.dtype == torch.float32 else dname,
                              "graph": "clamp(VAE.decode(latent / scaling_factor) / 2 + 0.5, 0, 1)"})
