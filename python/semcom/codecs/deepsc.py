@@ -5,7 +5,7 @@ tokenized into words, a transformer (semantic encoder) and a dense channel encod
 word into k = 8 complex symbols, and at the receiver a dense channel decoder and a transformer
 decoder write the words back, greedily. The embedded model (``models/deepsc_enc.onnx``,
 ``deepsc_dec.onnx``, tokenizer ``deepsc_tokenizer.json``) is trained on the captions of the
-synthetic scene benchmark ``semcom.datasets.scenes`` (its 63-word vocabulary); training,
+synthetic scene benchmark ``semcom.datasets.scenes`` (its 66-word vocabulary, frozen in the tokenizer); training,
 export, measurements and the SNR convention: ``docs/deepsc.md``.
 
 Transmitter (``encode``)

@@ -150,7 +150,8 @@ class FeedForward(nn.Module):
 class EncoderLayer(nn.Module):
     def __init__(self, d, heads, d_ff):
         super().__init__()
-        self.n1, self.att, self.n2, self.ff = nn.LayerNorm(d), Attention(d, heads), nn.LayerNorm(d), FeedForward(d, d_ff)
+        self.n1, self.att = nn.LayerNorm(d), Attention(d, heads)
+        self.n2, self.ff = nn.LayerNorm(d), FeedForward(d, d_ff)
 
     def forward(self, x, mask=None):
         h = self.n1(x)
