@@ -52,7 +52,8 @@ class VlfLinkConfig:
     fdts: float = 1e-5
     sample_rate: float = 15.36e6
     delay_spread: float = 100e-9
-    frame_timeout_s: float = 60.0  # the source goes on after this long without an ack (lost frame)
+    frame_timeout_s: float = 600.0  # the source goes on after this long without an ack (decoders stuck)
+    lost_after_s: float = 3.0       # a frame the receiver did not hand over this long after it was sent is lost
     history: int = DEFAULT_HISTORY
 
 
@@ -67,10 +68,22 @@ class vlf_sink(MessageGuard, gr.basic_block):
     (uint8 array or None), ``image_status``, ``image_latency_s``, ``t`` (seconds since the
     first answer); ``count()`` counts every frame. Malformed PDUs are logged, counted in
     ``dropped()`` and skipped.
+
+    Lost frames: connect the encoder's ``out`` to ``tx`` and the receiver's ``out`` to ``rx``;
+    a frame that was sent (``tx``) but that the receiver did not hand over (``rx``, same
+    ``seq``) within ``lost_after_s`` seconds (missed preamble, header CRC failure) gets a row
+    with both statuses "lost" and is acknowledged, so a stop-and-wait source goes on at once
+    instead of waiting out its own timeout. ``lost`` counts them. Without ``tx`` connected
+    nothing is declared lost.
     """
 
-    def __init__(self, branches=("caption", "image"), history=DEFAULT_HISTORY):
+    def __init__(self, branches=("caption", "image"), lost_after_s=5.0, history=DEFAULT_HISTORY):
         gr.basic_block.__init__(self, "semcom_vlf_sink", None, None)
+        if not float(lost_after_s) > 0:
+            raise ValueError(f"lost_after_s must be > 0 [s], got {lost_after_s!r}")
+        self.lost_after_s = float(lost_after_s)
+        self.lost = 0
+        self._timers = {}
         if isinstance(branches, str):
             branches = [b.strip() for b in branches.split(",") if b.strip()]
         self.branches = tuple(branches)
@@ -81,11 +94,57 @@ class vlf_sink(MessageGuard, gr.basic_block):
         self._open = {}
         self._t0 = None
         self._lock = threading.Lock()
-        for b in ("caption", "image"):
+        for b in ("caption", "image", "tx", "rx"):
             self.message_port_register_in(pmt.intern(b))
         self.message_port_register_out(pmt.intern("ack"))
         self.set_msg_handler(pmt.intern("caption"), self._on_caption)
         self.set_msg_handler(pmt.intern("image"), self._on_image)
+        self.set_msg_handler(pmt.intern("tx"), self._on_tx)
+        self.set_msg_handler(pmt.intern("rx"), self._on_rx)
+
+    def stop(self):
+        with self._lock:
+            timers, self._timers = list(self._timers.values()), {}
+        for t in timers:
+            t.cancel()
+        return True
+
+    @message_handler("tx")
+    def _on_tx(self, msg):
+        seq = meta_int(_meta_dict(msg), "seq", -1, -1, 0xFFFF)
+        if seq < 0:
+            raise ValueError("transmitted PDU without a seq")
+        timer = threading.Timer(self.lost_after_s, self._declare_lost, (seq,))
+        timer.daemon = True
+        with self._lock:
+            old = self._timers.pop(seq, None)
+            self._timers[seq] = timer
+        if old is not None:
+            old.cancel()
+        timer.start()
+
+    @message_handler("rx")
+    def _on_rx(self, msg):
+        seq = meta_int(_meta_dict(msg), "seq", -1, -1, 0xFFFF)
+        with self._lock:
+            timer = self._timers.pop(seq, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _declare_lost(self, seq):
+        with self._lock:
+            if self._timers.pop(seq, None) is None or seq in self._open:
+                return
+            if self._t0 is None:
+                self._t0 = time.monotonic()
+            row = {"seq": seq, "snr_est_db": np.nan, "caption": "", "image": None, "t": time.monotonic() - self._t0}
+            for b in self.branches:
+                row[f"{b}_status"] = "lost"
+                row[f"{b}_latency_s"] = np.nan
+            self.rows.append(row)
+            self._count += 1
+            self.lost += 1
+        self.message_port_pub(pmt.intern("ack"), pmt.PMT_T)
 
     def count(self) -> int:
         """Frames completed (every branch answered)."""
@@ -154,7 +213,7 @@ class vlf_link_flowgraph(gr.top_block):
         # ONNX sessions are shared through the runtime's cache
         self.cap = vlf_caption_decoder(codec=self._codec(cfg), history=cfg.history)
         branches = ("caption", "image") if cfg.draw_images else ("caption",)
-        self.sink = vlf_sink(branches, history=cfg.history)
+        self.sink = vlf_sink(branches, lost_after_s=cfg.lost_after_s, history=cfg.history)
         self.msg_connect(self.src, "out", self.enc, "in")
         self.msg_connect(self.enc, "out", self.tx, "in")
         self.connect(self.tx, self.chan, self.rx)
@@ -165,6 +224,8 @@ class vlf_link_flowgraph(gr.top_block):
             self.img = vlf_image_decoder(codec=self._codec(cfg), history=cfg.history)
             self.msg_connect(self.rx, "out", self.img, "in")
             self.msg_connect(self.img, "out", self.sink, "image")
+        self.msg_connect(self.enc, "out", self.sink, "tx")
+        self.msg_connect(self.rx, "out", self.sink, "rx")
         self.msg_connect(self.sink, "ack", self.src, "next")
 
     @staticmethod

@@ -89,7 +89,9 @@ class DdimSampler:
     def step(self, model_output: np.ndarray, t: int, sample: np.ndarray, steps: int) -> np.ndarray:
         """One DDIM update x_t → x_{t−Δ} (``DDIMScheduler.step`` with η = 0)."""
         prev_t = int(t) - self.num_train_timesteps // int(steps)
-        a_t, a_prev = self._alpha(int(t)), self._alpha(prev_t)
+        return self._update(model_output, sample, self._alpha(int(t)), self._alpha(prev_t))
+
+    def _update(self, model_output, sample, a_t, a_prev) -> np.ndarray:
         b_t = np.float32(1.0) - a_t
         x, out = sample.astype(np.float32), model_output.astype(np.float32)
         if self.prediction_type == "epsilon":
@@ -109,6 +111,35 @@ class DdimSampler:
         """q(x_t | x_0): √ᾱ_t·x0 + √(1−ᾱ_t)·noise (``DDIMScheduler.add_noise``)."""
         a = self.alphas_cumprod[int(t)]
         return (np.sqrt(a) * x0 + np.sqrt(np.float32(1.0) - a) * noise).astype(np.float32)
+
+    def timestep_for_noise(self, noise_var: float) -> int:
+        """The training timestep whose noise-to-signal ratio (1 − ᾱ_t)/ᾱ_t is closest to
+        ``noise_var`` (0 → the first timestep): √ᾱ_t·(x₀ + n), n of that variance, is then a
+        sample of q(x_t | x₀), the reverse process can start there."""
+        nsr = (1.0 - self.alphas_cumprod.astype(np.float64)) / self.alphas_cumprod
+        return int(np.argmin(np.abs(np.log(nsr) - math.log(max(float(noise_var), 1e-12)))))
+
+    def run_from(self, model: Callable[[np.ndarray, int], np.ndarray], x_t: np.ndarray, t: int, steps: int,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Reverse process from a sample ``x_t`` at training timestep ``t``: one DDIM hop from
+        ``t`` to the first timestep of the ``steps``-step schedule below it (none when ``t`` is
+        on the schedule), then the schedule's own steps (``step``). Returns x̂₀ (``x_t`` itself
+        when ``t`` is below the schedule)."""
+        ts = [int(u) for u in self.timesteps(steps) if u <= int(t)]
+        x = np.asarray(x_t, np.float32)
+        n = len(ts) + (bool(ts) and ts[0] != int(t))
+        i = 0
+        if ts and ts[0] != int(t):
+            x = self._update(model(x, int(t)), x, self._alpha(int(t)), self._alpha(ts[0]))
+            i += 1
+            if progress is not None:
+                progress(i, n)
+        for u in ts:
+            x = self.step(model(x, u), u, x, steps)
+            i += 1
+            if progress is not None:
+                progress(i, n)
+        return x
 
     def sample(self, model: Callable[[np.ndarray, int], np.ndarray], shape, steps: int,
                rng: np.random.Generator, init: np.ndarray | None = None, strength: float = 1.0,
