@@ -179,7 +179,8 @@ class qt_image_view(MessageGuard, gr.basic_block):
 class qt_rx_readout(MessageGuard, gr.basic_block):
     """``ofdm_rx`` PDUs → live readout of metadata keys in a Qt widget.
 
-    ``keys``: metadata keys shown, one row each (scalars; vectors show their length);
+    ``keys``: metadata keys shown, one row each (scalars and strings, long strings such as a
+    caption word-wrapped; vectors show their length);
     ``label``: title; ``precision``: decimals of float values; ``verbose``: print one line
     per PDU. Counters: ``received``, ``dropped()`` (malformed PDUs: logged and skipped;
     ``malformed`` is the same count); ``values`` holds the last value per key.
@@ -203,6 +204,7 @@ class qt_rx_readout(MessageGuard, gr.basic_block):
         for k in ["frames"] + self.keys:
             v = QtWidgets.QLabel("–")
             v.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+            v.setWordWrap(True)  # a long string value (e.g. a caption) wraps instead of widening the window
             f = v.font()
             f.setBold(True)
             v.setFont(f)
