@@ -126,6 +126,7 @@ def test_layout_no_overlaps(grc):
 KEY_OPTIONS = {
     "image_link.grc": ["--snr-db", "--rate", "--images", "--size", "--limit", "--csv", "--out-dir"],
     "loopback.grc": ["--snr-db", "--n-frames", "--payload-len", "--cfo-sc", "--timing-offset", "--interval"],
+    "vlf_link.grc": ["--snr", "--channel", "--images", "--size", "--limit", "--steps", "--backend", "--out", "--csv"],
     "zmq_link/tx.grc": ["--tx-port", "--frames", "--payload-len", "--interval", "--tail-symbols"],
     "zmq_link/channel.grc": ["--tx-port", "--rx-port", "--snr", "--cfo", "--timing-offset"],
     "zmq_link/rx.grc": ["--rx-port", "--seed", "--snr"],
@@ -189,6 +190,42 @@ def test_image_link_ends_by_itself(tmp_path):
         rows = _rows(tmp_path / "run.csv")
         assert len(rows) == 1 and rows[0]["status"] == "ok" and float(rows[0]["psnr"]) > 15, rows
         assert len(list((tmp_path / "png").glob("*.png"))) == 1
+
+
+@pytest.fixture(scope="module")
+def vlf_backend(tmp_path_factory):
+    import vlf_backend as vb
+
+    return vb.backend(tmp_path_factory)
+
+
+CAPTION_PRINT = re.compile(r"^\(\(caption \. .*\(status \. ok\)", re.M)  # Message Debug of a caption PDU
+
+
+def test_vlf_link_ends_by_itself(tmp_path, vlf_backend):
+    script = generate(APPS / "vlf_link.grc", tmp_path)
+    args = ["--images", "scenes:test:2", "--size", "64", "--snr", "10", "--steps", "2", "--backend", vlf_backend,
+            "--csv", "run.csv", "--out", "png"]
+    t0 = time.monotonic()
+    rc, out, err = run_flowgraph(script, tmp_path, args, timeout=300)
+    assert rc == 0, f"did not end by itself (rc {rc}, {time.monotonic() - t0:.0f} s):\n{out}\n{err}"
+    assert len(CAPTION_PRINT.findall(out)) == 2, out  # one caption per frame
+    assert len(IMAGE_LINE.findall(out)) == 2, out
+    assert "images: received 2/2, ok 2, lost 0" in out, out
+    rows = _rows(tmp_path / "run.csv")
+    assert [r["codec"] for r in rows] == ["vlf_msc"] * 2 and all(r["status"] == "ok" for r in rows), rows
+    assert len(list((tmp_path / "png").glob("*.png"))) == 2
+
+
+def test_vlf_link_rayleigh_option(tmp_path, vlf_backend):
+    script = generate(APPS / "vlf_link.grc", tmp_path)
+    rc, out, err = run_flowgraph(script, tmp_path, ["--images", "scenes:test:1", "--size", "64", "--snr", "25",
+                                                    "--steps", "1", "--backend", vlf_backend, "--channel", "rayleigh",
+                                                    "--csv", ""], timeout=300)
+    assert rc == 0, f"{out}\n{err}"
+    assert "images: received 1/1, ok 1, lost 0" in out, out
+    rc, out, err = run_flowgraph(script, tmp_path, ["--backend", vlf_backend, "--channel", "moon"], timeout=120)
+    assert rc != 0 and "moon" in err, err
 
 
 def test_loopback_ends_by_itself(tmp_path):

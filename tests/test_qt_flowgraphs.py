@@ -175,6 +175,20 @@ def test_rx_readout_malformed_counted(qapp):
         semcom.qt_rx_readout(keys=[])
 
 
+def test_rx_readout_wraps_long_strings(qapp):
+    """A caption (vlf_caption_decoder's metadata) shows in full and wraps instead of widening the window."""
+    from gnuradio import semcom
+
+    caption = ("a large red circle to the left of a small blue square and a green triangle above a purple star, "
+               "with a gray ring below the star")
+    r = semcom.qt_rx_readout(keys="caption, status, snr_est_db", label="Received caption")
+    r._handle(_rx_pdu(caption=caption, status="ok", snr_est_db=4.25))
+    _events(qapp)
+    assert r.fields["caption"].text() == caption and r.fields["status"].text() == "ok"
+    assert r.fields["caption"].wordWrap()
+    assert r.qwidget().sizeHint().width() < 500, r.qwidget().sizeHint()
+
+
 def test_qt_blocks_in_a_running_flowgraph(qapp):
     """PDUs through GNU Radio's own message threads reach the widgets."""
     import pmt
@@ -216,7 +230,7 @@ def test_qt_yaml_present():
 def test_qt_flowgraphs_present():
     names = {p.relative_to(ROOT).as_posix() for p in QT_GRC}
     assert names >= {"apps/image_link_qt.grc", "apps/loopback_qt.grc", "apps/zmq_link/rx_qt.grc",
-                     "apps/mllm_sc/device_qt.grc"}
+                     "apps/mllm_sc/device_qt.grc", "apps/vlf_link_qt.grc"}
     for p in QT_GRC + HW_QT:
         d = yaml.safe_load(p.read_text())
         assert d["options"]["parameters"]["generate_options"] == "qt_gui", p
@@ -244,6 +258,25 @@ def test_image_link_qt(tmp_path):
     _assert_clean(rc, out, err)
     assert _count(r"semcom qt_image_view: seq 0 ok 64x64", out) == 1, out
     assert _count(r"semcom qt_rx_readout: snr_est_db=\S+ header_failures=0", out) >= 1, out
+
+
+@pytest.fixture(scope="module")
+def vlf_backend(tmp_path_factory):
+    import vlf_backend as vb
+
+    return vb.backend(tmp_path_factory)
+
+
+def test_vlf_link_qt(tmp_path, vlf_backend):
+    script = generate(APPS / "vlf_link_qt.grc", tmp_path)
+    rc, out, err = run_flowgraph(script, tmp_path, ["--images", "scenes:test:2", "--size", "64", "--repeat", "1",
+                                                    "--steps", "2", "--snr", "10", "--backend", vlf_backend],
+                                 run_s=25, gui=True)
+    _assert_clean(rc, out, err)
+    for seq in (0, 1):  # the image drawn from each frame's feature, and its caption beside it
+        assert _count(rf"semcom qt_image_view: seq {seq} ok 64x64", out) == 1, out
+    assert _count(r"semcom qt_rx_readout: caption=.* status=ok snr_est_db=\S+ frames=", out) == 2, out
+    assert _count(r"semcom qt_rx_readout: snr_est_db=\S+ header_failures=0", out) == 2, out
 
 
 def test_loopback_qt(tmp_path):
