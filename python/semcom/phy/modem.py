@@ -459,22 +459,65 @@ def _pilot_obs(p: OfdmParams, hrx: HeaderRx, y: np.ndarray):
     return y[:, r.pi] * (np.conj(p.pilot_values(hrx.n_header, n)) * np.conj(pred)[:, None]), pred
 
 
+#: header SNR (S/σ²) below which ``signal_end`` keeps the symbol before a cut that looks whole
+WEAK_FRAME = 4.0
+
+
+def _row_energy(p: OfdmParams, hrx: HeaderRx, y: np.ndarray) -> tuple:
+    """(mean energy per row of y over the carriers that carry something, their count, the
+    header's mean channel energy S). The last payload symbol is zero-padded: only its pilots
+    and the data carriers that hold payload symbols count (a short payload would otherwise
+    look cut off)."""
+    r = _rx(p)
+    ya = y[:, r.act]
+    e = (ya.real ** 2 + ya.imag ** 2).mean(axis=1)
+    n_used = np.full(len(y), len(r.act), np.float64)
+    h = hrx.header
+    last = n_side_symbols(p, h.side_len) + n_payload_symbols(p, h.payload_len) - 1
+    k = h.payload_len - (n_payload_symbols(p, h.payload_len) - 1) * p.n_data  # payload symbols in the last row
+    if 0 <= last < len(y) and 0 < k < p.n_data:
+        yl = np.concatenate([y[last, r.pi], y[last, r.di[:k]]])
+        e[last] = float((yl.real ** 2 + yl.imag ** 2).mean())
+        n_used[last] = len(yl)
+    return e, n_used, max(float(np.mean(np.abs(hrx.chan[r.act]) ** 2)), 1e-30)
+
+
 def _silent_rows(p: OfdmParams, hrx: HeaderRx, y: np.ndarray) -> np.ndarray:
-    """Rows of y whose energy over the active carriers is that of noise alone (see ``signal_end``)."""
-    ya = y[:, _rx(p).act]
-    return (ya.real ** 2 + ya.imag ** 2).mean(axis=1) < hrx.noise_var * (1.0 + 3.0 / np.sqrt(ya.shape[1]))
+    """Rows of y (the symbols after the header) that look like noise alone (see
+    ``signal_end``): both their energy and their pilots say so.
+
+    Energy: below σ²(1 + 3/√N), or lower when the frame is weak: the likelihood-ratio
+    threshold between noise alone (mean σ²) and noise + the header's channel energy S,
+    σ²(σ²+S)/S·ln(1 + S/σ²), so that a frame near 0 dB does not look silent. Pilots: the
+    magnitude of their correlation with the header's channel, |Σ obs·H*|/Σ|H|², is under
+    1/2 (1 for the frame's own symbols, whatever their phase; ~0 for noise). The two tests
+    err independently (data carriers vs pilots), so a weak frame's symbol is taken for silence
+    far less often than by either alone."""
+    e, n_used, sig = _row_energy(p, hrx, y)
+    s2 = hrx.noise_var
+    lrt = s2 * (s2 + sig) / sig * np.log1p(sig / s2)
+    quiet = e < np.minimum(s2 * (1.0 + 3.0 / np.sqrt(n_used)), lrt)
+    if quiet.any():
+        hp = hrx.chan[_rx(p).pi]
+        obs, _ = _pilot_obs(p, hrx, y[: int(np.flatnonzero(quiet)[-1]) + 1])  # pilots depend on the row index
+        corr = np.abs(obs @ np.conj(hp)) / max(float(np.vdot(hp, hp).real), 1e-30)
+        quiet[: len(corr)] &= corr < 0.5
+    return quiet
 
 
 def signal_end(p: OfdmParams, hrx: HeaderRx, y: np.ndarray, silent: Optional[np.ndarray] = None) -> int:
     """OFDM symbols of y (the rows after the header) that still carry the frame.
 
-    A burst cut short leaves symbols whose energy over the active carriers is that of noise
-    alone: below σ²·(1 + 3/√N_active) (σ² from the header; a symbol that carries the frame is
-    above it unless the channel fades to −5 dB below the noise on every carrier). The cut is
+    A burst cut short leaves symbols whose energy over the carriers that carry something is
+    that of noise alone (``_silent_rows``; a symbol that carries the frame is above the
+    threshold unless the channel fades to −5 dB below the noise on every carrier, or the frame
+    is weak and the energy happens low: near −5 dB a few per cent of the symbols). The cut is
     the start of the tail with the most more-silent-than-not symbols (a change-point sum from
     the end, so single quiet symbols inside a frame do not count); the symbol before it is
-    lost too (the cut may lie inside it). Returns the number of rows kept (len(y): no cut).
-    ``silent``: ``_silent_rows`` of y, when already computed.
+    lost too (the cut may lie inside it), except in a weak frame (S < ``WEAK_FRAME``·σ², S the
+    header's mean channel energy), where the energy test errs more often than a cut happens:
+    there the symbol is kept when its energy is that of a whole symbol, ≥ (σ² + S)(1 − 3/√N). Returns the number of rows kept (len(y): no cut). ``silent``:
+    ``_silent_rows`` of y, when already computed.
     """
     n = len(y)
     if n == 0:
@@ -485,7 +528,13 @@ def signal_end(p: OfdmParams, hrx: HeaderRx, y: np.ndarray, silent: Optional[np.
         return n
     tail = np.cumsum(np.where(silent, 1, -1)[::-1])[::-1]  # tail[c] = silent - loud symbols in c…n-1
     c = int(np.argmax(tail))
-    return n if tail[c] < 1 else max(c - 1, 0)
+    if tail[c] < 1:
+        return n
+    if c > 0:  # a weak frame: keep the symbol before the cut when its energy is that of a whole symbol
+        e, n_used, sig = _row_energy(p, hrx, y[: c])
+        if sig < WEAK_FRAME * hrx.noise_var and e[c - 1] >= (hrx.noise_var + sig) * (1.0 - 3.0 / np.sqrt(n_used[c - 1])):
+            return c
+    return max(c - 1, 0)
 
 
 def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str = "zf",
@@ -556,6 +605,11 @@ def demod_payload(p: OfdmParams, hrx: HeaderRx, y_pl: np.ndarray, equalizer: str
     if n_s:
         bits = decode_chips(p, _grid_to_soft(p, y[:n_s, r.di] * np.conj(hch[:n_s])), 8 * h.side_len + 16)
         side = hdr.bits_to_side(bits, h.side_len)
+        if side is None and w is not None:  # the tracking of a short, weak frame can be noisier
+            # than the header's own channel right after it: try that one (the CRC decides)
+            bits = decode_chips(p, _grid_to_soft(p, y[:n_s, r.di] * np.conj(hd * pred[:n_s, None])),
+                                8 * h.side_len + 16)
+            side = hdr.bits_to_side(bits, h.side_len)
         if side is None:
             return None
     L = h.payload_len
