@@ -364,3 +364,26 @@ def test_eval_vlf_app_writes_the_documented_columns(tiny, tmp_path):
     # a rerun skips the points already in the CSV
     r = subprocess.run(r.args, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0 and len(list(csv.DictReader(open(out)))) == 4
+
+
+def test_sweep_vlf_writes_plots_and_the_report(tiny, tmp_path):
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if os.environ.get("SEMCOM_TEST_INSTALLED") != "1":
+        shim = tmp_path / "shim"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text(f"import gnuradio; gnuradio.__path__.insert(0, {root + '/python'!r})\n")
+        env["PYTHONPATH"] = str(shim)
+    out = tmp_path / "sw"
+    r = subprocess.run([sys.executable, os.path.join(root, "apps", "sweep_vlf.py"), "--out", str(out), "--limit", "2",
+                        "--snr", "0", "10", "--systems", "vlf_msc", "ascii_hamming", "--backend", str(tiny),
+                        "--steps", "2", "--size", "64", "--profile", "wide256", "--no-bertscore", "-q"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    html = (out / "report.html").read_text()
+    assert "Received captions at 0 dB" in html and "Received captions at 10 dB" in html
+    assert "vlf_msc awgn 10 dB" in html and html.count("data:image/png") >= 4  # plots + originals + received
+    assert (out / "images" / "vlf_msc").is_dir() and any(p.suffix == ".png" for p in out.iterdir())

@@ -216,7 +216,7 @@ def _cell_info(cell) -> tuple:
     return caption, img, (dict(cell[2]) if len(cell) > 2 and cell[2] else {})
 
 
-def html_report(title: str, config: dict, summary, examples, plots, notes=(), table=None) -> str:
+def html_report(title: str, config: dict, summary, examples, plots, notes=(), table=None, tables=()) -> str:
     """A self-contained HTML page.
 
     ``examples``: list of dicts ``{"name", "original" (array), "cells": [(caption, array or
@@ -225,7 +225,8 @@ def html_report(title: str, config: dict, summary, examples, plots, notes=(), ta
     same column line up), ``href`` (link of the thumbnail: the full-size PNG), ``status``
     (shown in the "nothing received" box). ``plots``: list of (caption, PNG bytes), laid out
     side by side. ``notes``: paragraphs of plain text. ``table``: (headers, rows of cell
-    strings) shown instead of the image-link ``summary``.
+    strings) shown instead of the image-link ``summary``. ``tables``: more tables after the
+    plots, (title, headers, rows of cell strings) each (e.g. received captions side by side).
     """
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{_CSS}</style>"
@@ -247,6 +248,11 @@ def html_report(title: str, config: dict, summary, examples, plots, notes=(), ta
         parts.append(f"<figure><img src='{png_data_uri(png)}' alt='{e(caption, quote=True)}'>"
                      f"<figcaption>{e(caption)}</figcaption></figure>")
     parts.append("</div>")
+    for t_title, headers, body in tables:
+        parts.append(f"<h2>{e(t_title)}</h2><div class='grid'><table class='ex'><tr>"
+                     + "".join(f"<th>{e(str(h))}</th>" for h in headers) + "</tr>"
+                     + "".join("<tr>" + "".join(f"<td style='text-align:left'>{e(str(c))}</td>" for c in r) + "</tr>"
+                               for r in body) + "</table></div>")
     parts.append(_example_grid(examples))
     parts.append("</body></html>")
     return "\n".join(parts)
