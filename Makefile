@@ -43,6 +43,7 @@ bench: install
 	$(PY) apps/bench_link.py
 	$(PY) apps/bench_guidance.py
 	$(PY) apps/bench_soak.py
+	$(PY) apps/bench_vlf.py --reps 3
 
 setup: install
 
