@@ -82,7 +82,7 @@ class vlf_sink(MessageGuard, gr.basic_block):
         if not float(lost_after_s) > 0:
             raise ValueError(f"lost_after_s must be > 0 [s], got {lost_after_s!r}")
         self.lost_after_s = float(lost_after_s)
-        self.lost = 0
+        self.lost = self.heard = 0  # frames declared lost / handed over by the receiver (``rx``)
         self._timers = {}
         if isinstance(branches, str):
             branches = [b.strip() for b in branches.split(",") if b.strip()]
@@ -127,6 +127,7 @@ class vlf_sink(MessageGuard, gr.basic_block):
     def _on_rx(self, msg):
         seq = meta_int(_meta_dict(msg), "seq", -1, -1, 0xFFFF)
         with self._lock:
+            self.heard += 1
             timer = self._timers.pop(seq, None)
         if timer is not None:
             timer.cancel()
