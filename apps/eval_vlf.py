@@ -59,6 +59,8 @@ def options(ap: argparse.ArgumentParser, limit: int = 20):
     ap.add_argument("--profile", default="wide256", help="OFDM profile (semcom.phy.params)")
     ap.add_argument("--images-dir", default="", help="save every received image here (PNG)")
     ap.add_argument("--no-bertscore", action="store_true", help="skip BERTScore (it loads torch)")
+    ap.add_argument("--captions-only", action="store_true",
+                    help="VLF-MSC without its image decoder (no diffusion: fast text-only runs)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     gr_log_option(ap)
 
@@ -108,7 +110,7 @@ def _cfg(bench, channel, snr, seed):
 
     a = bench.a
     return VlfLinkConfig(images=bench.spec, size=a.size, snr_db=float(snr), channel=channel, profile=a.profile,
-                         backend=a.backend, steps=a.steps, seed=int(seed), draw_images=True)
+                         backend=a.backend, steps=a.steps, seed=int(seed), draw_images=not a.captions_only)
 
 
 def _encode_text(codec, caption):
@@ -133,9 +135,9 @@ def run_point(bench, system, channel, snr, seed) -> list[dict]:
         out = []
         for k, r in enumerate(res["rows"]):
             h, w = r["source"].shape[:2]
-            st = r["caption_status"] if r["caption_status"] == r["image_status"] else \
-                f"{r['caption_status']}/{r['image_status']}"
-            out.append(dict(base, k=k, status=st, caption=r["caption"], image=r["image"],
+            ist = r.get("image_status", "")
+            st = r["caption_status"] if r["caption_status"] == ist or not ist else f"{r['caption_status']}/{ist}"
+            out.append(dict(base, k=k, status=st, caption=r["caption"], image=r.get("image"),
                             channel_uses=r["n_symbols"] or bench.vlf.n_symbols, bcr=bench.vlf.bcr(h, w),
                             snr_est_db=r["snr_est_db"]))
         return out
