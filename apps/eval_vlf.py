@@ -90,14 +90,10 @@ class Bench:
 
     def codec(self, system):
         if system not in self._codecs:
-            if system == "ascii_hamming":
-                from gnuradio.semcom.codecs.text_baselines import AsciiHammingCodec
+            if system in ("ascii_hamming", "deepsc"):
+                from gnuradio.semcom.codecs import make_text_codec
 
-                self._codecs[system] = AsciiHammingCodec()
-            elif system == "deepsc":
-                from gnuradio.semcom.codecs.deepsc import DeepScCodec
-
-                self._codecs[system] = DeepScCodec()
+                self._codecs[system] = make_text_codec(system)
             elif system == "img2img_sc":
                 from gnuradio.semcom.codecs.img2img_sc import Img2ImgScCodec
 

@@ -28,16 +28,21 @@ def make_codec(name: str, rate: float = 1 / 12, **kwargs) -> Codec:
 __all__ += ["CODECS", "make_codec"]
 
 #: text codecs (caption string ⇄ symbols; ``channel_uses(n_chars)``), apart from the image codecs above
-TEXT_CODECS = ("ascii_hamming",)
+TEXT_CODECS = ("ascii_hamming", "deepsc")
 
 
 def make_text_codec(name: str, **kwargs):
     """Text codec by name: ``"ascii_hamming"`` (7-bit ASCII + Hamming(7,4) + 16-QAM with hard
-    decisions, the digital caption baseline of VLF-MSC; codec id 10)."""
+    decisions, the digital caption baseline of VLF-MSC; codec id 10) or ``"deepsc"`` (the
+    DeepSC transformer text JSCC; codec id 11)."""
     if name == "ascii_hamming":
         from .text_baselines import AsciiHammingCodec
 
         return AsciiHammingCodec(**kwargs)
+    if name == "deepsc":
+        from .deepsc import DeepScCodec
+
+        return DeepScCodec(**kwargs)
     raise ValueError(f"unknown text codec {name!r}; available: {', '.join(TEXT_CODECS)}")
 
 
