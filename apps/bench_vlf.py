@@ -89,19 +89,7 @@ def part2(a):
     cfg = vl.VlfLinkConfig(snr_db=10.0, profile="wide256", frame_timeout_s=0.05, backend=a.backend, steps=a.steps)
     frames = [(c.codec_id, enc.symbols, enc.side_info)] * a.frames
 
-    class Fg(vl._frames_flowgraph):
-        def __init__(self):
-            super().__init__(frames, cfg)
-            self.capd = vl.vlf_caption_decoder(backend=a.backend, threads=a.threads)
-            self.imgd = vl.vlf_image_decoder(backend=a.backend, steps=a.steps, threads=a.threads)
-            self.sink = vl.vlf_sink()
-            self.msg_connect(self.rx, "out", self.capd, "in")
-            self.msg_connect(self.rx, "out", self.imgd, "in")
-            self.msg_connect(self.capd, "out", self.sink, "caption")
-            self.msg_connect(self.imgd, "out", self.sink, "image")
-
-    tb = Fg()
-    tb.src.linger_s = -1
+    tb = vl.vlf_decoders_flowgraph(frames, cfg, threads=a.threads)
     t0 = time.monotonic()
     tb.start()
     try:

@@ -259,19 +259,7 @@ def test_captions_keep_coming_while_the_image_decoder_is_busy(tiny, monkeypatch)
     enc = c.encode(np.zeros((64, 64, 3), np.uint8) + 90)
     frames = [(8, enc.symbols, enc.side_info)] * 5
 
-    class Fg(vl._frames_flowgraph):
-        def __init__(self):
-            super().__init__(frames, cfg)
-            self.capd = vl.vlf_caption_decoder(backend=str(tiny))
-            self.imgd = vl.vlf_image_decoder(backend=str(tiny), steps=2)
-            self.sink = vl.vlf_sink()
-            self.msg_connect(self.rx, "out", self.capd, "in")
-            self.msg_connect(self.rx, "out", self.imgd, "in")
-            self.msg_connect(self.capd, "out", self.sink, "caption")
-            self.msg_connect(self.imgd, "out", self.sink, "image")
-
-    tb = Fg()
-    tb.src.linger_s = -1  # the source ends the flowgraph only when told: the last images are still being drawn
+    tb = vl.vlf_decoders_flowgraph(frames, cfg)
     stamps = []
     orig = tb.capd.message_port_pub
 

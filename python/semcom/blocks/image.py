@@ -294,6 +294,30 @@ class semantic_encoder(MessageGuard, gr.basic_block):
         self.message_port_pub(pmt.intern("out"), pmt.cons(d, c32_to_pmt(sym)))
 
 
+def rx_frame(block, msg, finite: bool = True):
+    """An ``ofdm_rx`` PDU for a decoder block → (metadata, seq, snr_est_db, symbols, side_info,
+    equalizer), or None when the frame is another codec's (``block.ignored`` counts it and
+    messages that are not PDUs, which raise). ValueError for wrong-typed metadata; symbols must be
+    a c32vector (non-empty and finite unless ``finite`` is False: the codec then reports them)."""
+    try:
+        meta = _meta_dict(msg)
+    except ValueError:
+        block.ignored += 1
+        raise
+    if meta_int(meta, "codec_id", -1) != block.codec.codec_id:
+        block.ignored += 1
+        return None
+    seq = meta_int(meta, "seq", -1, -1, 0xFFFF)
+    snr = meta_number(meta, "snr_est_db", required=True)
+    meta_number(meta, "noise_var", finite=False)
+    y = c32_array(pmt.cdr(msg), nonempty=finite, finite=finite, what="PDU vector of received symbols")
+    side = meta_bytes(meta, "side_info")
+    equalizer = meta.get("equalizer", "zf")
+    if not isinstance(equalizer, str):
+        raise ValueError(f"metadata 'equalizer' must be a string, got {equalizer!r}")
+    return meta, seq, snr, y, side, equalizer
+
+
 class semantic_decoder(MessageGuard, gr.basic_block):
     """``ofdm_rx`` PDU → decoded image PDU, with the receiver's own channel estimates.
 
@@ -340,22 +364,10 @@ class semantic_decoder(MessageGuard, gr.basic_block):
 
     @message_handler("in")
     def _handle(self, msg):
-        try:
-            meta = _meta_dict(msg)
-        except ValueError:
-            self.ignored += 1
-            raise
-        if meta_int(meta, "codec_id", -1) != self.codec.codec_id:
-            self.ignored += 1
+        frame = rx_frame(self, msg)
+        if frame is None:
             return
-        seq = meta_int(meta, "seq", -1, -1, 0xFFFF)
-        snr = meta_number(meta, "snr_est_db", required=True)
-        meta_number(meta, "noise_var", finite=False)
-        y = c32_array(pmt.cdr(msg), what="PDU vector of received symbols")
-        side = meta_bytes(meta, "side_info")
-        equalizer = meta.get("equalizer", "zf")
-        if not isinstance(equalizer, str):
-            raise ValueError(f"metadata 'equalizer' must be a string, got {equalizer!r}")
+        meta, seq, snr, y, side, equalizer = frame
         status, image = "ok", None
         try:
             shape = self._announced_shape(side) if self.max_pixels else None

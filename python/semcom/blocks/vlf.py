@@ -25,10 +25,9 @@ from gnuradio import gr
 from .. import codecs as _codecs
 from ..codecs.vlf import DECODED, VlfCodec, backend_dir
 from ..images import DEFAULT_MAX_PIXELS, ImageTooLarge, check_pixels
-from ._guard import MessageGuard, c32_array, message_handler, meta_bytes, meta_int, meta_number, reject
-from ._guard import meta_dict as _meta_dict
+from ._guard import MessageGuard, message_handler, meta_int, reject
 from ._history import DEFAULT_HISTORY, history_buffer
-from .image import image_pdu, semantic_encoder
+from .image import image_pdu, rx_frame, semantic_encoder
 
 __all__ = ["vlf_encoder", "vlf_caption_decoder", "vlf_image_decoder", "vlf_codec"]
 
@@ -78,22 +77,11 @@ class _vlf_decoder(MessageGuard, gr.basic_block):
 
     @message_handler("in")
     def _handle(self, msg):
-        try:
-            meta = _meta_dict(msg)
-        except ValueError:
-            self.ignored += 1
-            raise
-        if meta_int(meta, "codec_id", -1) != self.codec.codec_id:
-            self.ignored += 1
-            return
-        seq = meta_int(meta, "seq", -1, -1, 0xFFFF)
-        snr = meta_number(meta, "snr_est_db", required=True)
         # NaN/Inf and empty payloads reach the codec, which gives them a status of their own
-        y = c32_array(pmt.cdr(msg), nonempty=False, finite=False, what="PDU vector of received symbols")
-        side = meta_bytes(meta, "side_info")
-        equalizer = meta.get("equalizer", "zf")
-        if not isinstance(equalizer, str):
-            raise ValueError(f"metadata 'equalizer' must be a string, got {equalizer!r}")
+        frame = rx_frame(self, msg, finite=False)
+        if frame is None:
+            return
+        meta, seq, snr, y, side, equalizer = frame
         out = dict(seq=seq, codec=self.codec.name, snr_est_db=snr)
         image_id = meta_int(meta, "image_id", None)
         if image_id is not None:

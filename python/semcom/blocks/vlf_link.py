@@ -349,6 +349,24 @@ class _frames_flowgraph(gr.top_block):
         self.msg_connect(self.cap, "ack", self.src, "next")
 
 
+class vlf_decoders_flowgraph(_frames_flowgraph):
+    """Given VLF frames sent back to back (each ``frame_timeout_s`` after the previous, acks or
+    not) through the PHY into both VLF decoders and a ``vlf_sink`` (``capd``, ``imgd``,
+    ``sink``): how the receiver and the caption decoder keep up while the image decoder draws
+    (``apps/bench_vlf.py``). The source never ends the flowgraph: stop it."""
+
+    def __init__(self, frames, cfg: VlfLinkConfig, threads=0):
+        _frames_flowgraph.__init__(self, frames, cfg)
+        self.src.linger_s = -1  # the last images are still being drawn when the source is done
+        self.capd = vlf_caption_decoder(backend=cfg.backend, threads=threads)
+        self.imgd = vlf_image_decoder(backend=cfg.backend, steps=cfg.steps, threads=threads)
+        self.sink = vlf_sink()
+        self.msg_connect(self.rx, "out", self.capd, "in")
+        self.msg_connect(self.rx, "out", self.imgd, "in")
+        self.msg_connect(self.capd, "out", self.sink, "caption")
+        self.msg_connect(self.imgd, "out", self.sink, "image")
+
+
 def run_frames(frames, cfg: VlfLinkConfig, timeout_s: float = 600.0) -> list:
     """Send ``frames`` — (codec_id, complex symbols, side_info bytes) each — through ofdm_tx →
     ``cfg``'s channel → ofdm_rx. Returns one entry per frame: (metadata dict, received
