@@ -62,7 +62,6 @@ def options(ap: argparse.ArgumentParser, limit: int = 20):
     ap.add_argument("--captions-only", action="store_true",
                     help="VLF-MSC without its image decoder (no diffusion: fast text-only runs)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    gr_log_option(ap)
 
 
 class Bench:
@@ -317,6 +316,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="CSV file (appended; points already there are skipped)")
     options(ap)
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     if a.limit < 1:
         ap.error("--limit must be >= 1")

@@ -17,10 +17,13 @@ import math
 import os
 import sys
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import eval_vlf  # noqa: E402
 
 from gnuradio.semcom import report  # noqa: E402
+from gnuradio.semcom.blocks.grlog import gr_log_option  # noqa: E402
 
 IMAGE_PLOTS = (("lpips_standin", "LPIPS stand-in: EfficientNet-Lite0 feature distance (lower is better)"),
                ("clip_standin", "CLIP-style score, scene contrastive model (higher is better)"),
@@ -112,6 +115,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="vlf_sweep", help="output folder (results.csv, images/, plots, report.html)")
     eval_vlf.options(ap)
+    gr_log_option(ap)
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     a.images_dir = a.images_dir or os.path.join(a.out, "images")
@@ -142,8 +146,6 @@ def main(argv=None):
     print(f"csv: {os.path.abspath(csv_path)}\nreport: {os.path.abspath(path)}")
     return 0
 
-
-import numpy as np  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
