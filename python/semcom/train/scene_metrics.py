@@ -269,7 +269,8 @@ def train_renders(args, log=print):
     ``DIR/train_<n>.npy`` and re-read by later runs (the scenes are regenerated from their seeds)."""
     if not args.cache:
         return render_split("train", args.n_train, log=log)
-    path = pathlib.Path(args.cache) / f"train_{args.n_train}_{IMAGE_SIZE}.npy"
+    # the renderer's source hash in the name: a cache never outlives a change of scenes.py
+    path = pathlib.Path(args.cache) / f"train_{args.n_train}_{IMAGE_SIZE}_{_provenance()['scenes_sha256'][:12]}.npy"
     if path.is_file():
         t0 = time.time()
         images = np.load(path)
@@ -492,6 +493,7 @@ def _lr(step_frac, base):
 
 def train_attr(args, log=print):
     t_start = time.time()
+    prov = _provenance()
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     images, scene_list = train_renders(args, log)
@@ -527,7 +529,7 @@ def train_attr(args, log=print):
     val = evaluate_attr(slots, val_images, val_scenes)
     log(f"scene_attr: {step} steps, {seen} samples, {elapsed:.0f} s; val ({args.n_val} scenes): "
         + json.dumps({k: round(v, 4) for k, v in val.items()}))
-    return net, {"steps": step, "samples": seen, "elapsed_s": elapsed, "val": val}
+    return net, {"steps": step, "samples": seen, "elapsed_s": elapsed, "val": val, **prov}
 
 
 def clip_loss(img_enc, txt_enc, scale, x, ids, eos, junk=None):
@@ -569,6 +571,7 @@ def evaluate_clip(img_enc, txt_enc, images_u8, scene_list, tok, caption_index=0)
 
 def train_clip(args, log=print):
     t_start = time.time()
+    prov = _provenance()
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -614,7 +617,7 @@ def train_clip(args, log=print):
     log(f"scene_clip: {step} steps, {seen} pairs, {elapsed:.0f} s; val ({args.n_val} pairs, caption 0): "
         + json.dumps({k: round(v, 4) for k, v in val.items()}))
     return img_enc, txt_enc, tok, {"steps": step, "samples": seen, "elapsed_s": elapsed, "val": val,
-                                   "logit_scale": float(scale.exp())}
+                                   "logit_scale": float(scale.detach().exp()), **prov}
 
 
 # ----------------------------------------------------------------------------- manifest entries
@@ -626,10 +629,12 @@ def _command(args):
     return f"python -m gnuradio.semcom.train.scene_metrics {args.cmd} {flags}"
 
 
-def _data_text(args):
+def _data_text(args, info):
+    """``info["scenes_sha256"]``: hash of scenes.py when training started (else: now)."""
+    sha = info.get("scenes_sha256") or _provenance()["scenes_sha256"]
     return (f"semcom.datasets.scenes, train split seeds {scenes.SPLITS['train'].start}..."
             f"{scenes.SPLITS['train'].start + args.n_train - 1} rendered at {IMAGE_SIZE} px; validation: the first "
-            f"{args.n_val} val seeds (scenes.py sha256 {_provenance()['scenes_sha256'][:16]}…)")
+            f"{args.n_val} val seeds (scenes.py sha256 {sha[:16]}…)")
 
 
 def attr_entry(args, info):
@@ -645,7 +650,7 @@ def attr_entry(args, info):
                     {"name": "slot_xy", "shape": ["N", SLOTS, 2], "dtype": f32}],
         "channel_uses": None,
         "training": {
-            "data": _data_text(args),
+            "data": _data_text(args, info),
             "command": _command(args),
             "notes": (f"{info['steps']} steps ({info['samples']} samples, batch {args.batch}) in "
                       f"{info['elapsed_s'] / 60:.1f} min of CPU wall time on 1 thread, seed {args.seed}; CenterNet "
@@ -670,7 +675,7 @@ def attr_entry(args, info):
 def clip_entries(args, info, tok_file):
     f32 = "float32"
     training = {
-        "data": _data_text(args) + "; one of the scene's five captions drawn at random per sample",
+        "data": _data_text(args, info) + "; one of the scene's five captions drawn at random per sample",
         "command": _command(args),
         "notes": (f"{info['steps']} steps ({info['samples']} pairs, batch {args.batch}) in "
                   f"{info['elapsed_s'] / 60:.1f} min of CPU wall time on 1 thread, seed {args.seed}; symmetric "
@@ -726,9 +731,9 @@ def _degradations():
             return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
         return fn
 
-    return {"clean": lambda im, rng: im, "blur 1 px": gblur(1), "blur 2 px": gblur(2), "blur 3 px": gblur(3),
-            "noise 10": noise(10), "noise 25": noise(25), "noise 50": noise(50),
-            "down/up 2x": downup(2), "down/up 4x": downup(4), "jpeg q20": jpeg(20)}
+    return {"clean": lambda im, rng: im, "blur 1 px": gblur(1), "blur 2 px": gblur(2), "blur 3 px": gblur(3), "blur 5 px": gblur(5),
+            "noise 10": noise(10), "noise 25": noise(25), "noise 50": noise(50), "noise 80": noise(80),
+            "down/up 2x": downup(2), "down/up 4x": downup(4), "down/up 8x": downup(8), "jpeg q20": jpeg(20)}
 
 
 def evaluate_shipped(models_dir, n_attr=1000, n_clip=100, log=print):
