@@ -198,12 +198,20 @@ def manifest_entries(cfg, training, tokenizer_sha):
 
 
 def _schedule(ck) -> str:
+    """The runs of a resumed training, e.g. "steps 0-2600 with --steps 2600 --lr 0.002 ..."."""
     runs = ck.get("runs") or []
     if len(runs) < 2:
         return ""
-    return ("(schedule: " + "; then ".join(
-        f"from step {r['from_step']} --steps {r['steps']} --lr {r['lr']}" for r in runs)
-        + ", a resumed run follows the cosine of its own --steps) ")
+    ends = [r["from_step"] for r in runs[1:]] + [ck["step"]]
+    parts = []
+    for r, e in zip(runs, ends):
+        how = ("" if r["from_step"] == 0 or r.get("schedule") == "restart"
+               else f", continuing the cosine of steps 0-{r['steps']}")
+        parts.append(f"steps {r['from_step']}-{e} with --steps {r['steps']} --lr {r['lr']}"
+                     + (f" --aux-weight {r['aux_weight']}" if "aux_weight" in r else "")
+                     + (f" --reinit-row-pos {r['reinit_row_pos']}" if r.get("reinit_row_pos") else "") + how)
+    return ("(schedule: " + "; then ".join(parts) + "; a resumed run restarts warm-up and cosine decay over its "
+            "own steps unless noted; the command above is the last run's) ")
 
 
 def training_record(ck):
@@ -270,8 +278,9 @@ def greedy_caption(prefix_model, lm_model, v, max_new_tokens):
     return ids[1:]
 
 
-def evaluate(models_dir, n=200, snrs=EVAL_SNRS, seed=0, split="test", threads=1):
-    """Accuracy and BLEU per SNR, examples and latencies of the registered models on ``n`` scenes."""
+def evaluate(models_dir, n=200, snrs=EVAL_SNRS, seed=0, split="test", threads=1, source_size=None):
+    """Accuracy and BLEU per SNR, examples and latencies of the registered models on ``n`` scenes,
+    rendered at the encoder's size, or at ``source_size`` and resized the way the codec does."""
     from tokenizers import Tokenizer
 
     from ..codecs.vlf import noisy_feature
@@ -283,17 +292,21 @@ def evaluate(models_dir, n=200, snrs=EVAL_SNRS, seed=0, split="test", threads=1)
     lm = load_model(LM, models_dir=models_dir, threads=threads)
     tok = Tokenizer.from_file(os.path.join(models_dir, lm.entry.extra["tokenizer"]))
     max_new = int(lm.entry.extra["max_new_tokens"])
-    items = scenes.dataset(split, n=n, size=int(enc.entry.extra["image_size"]))
+    from ..codecs.vlf import resize_rgb
+
+    size = int(enc.entry.extra["image_size"])
+    items = scenes.dataset(split, n=n, size=source_size or size)
     feats, t_enc, sc, refs = [], [], [], []
     for it in items:
-        x = np.ascontiguousarray(it.image.transpose(2, 0, 1)[None], np.float32) / np.float32(255.0)
+        img = resize_rgb(it.image, size, size)
+        x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], np.float32) / np.float32(255.0)
         t0 = time.perf_counter()
         feats.append(enc.run({"image": x})["vlf"][0])
         t_enc.append(time.perf_counter() - t0)
         sc.append(it.scene)
         refs.append(it.captions)
     rng = np.random.default_rng(seed)
-    res = {"n": n, "split": split, "snr": {}}
+    res = {"n": n, "split": split, "source_size": source_size or size, "snr": {}}
     t_cap = []
     for snr in snrs:
         texts = []
@@ -329,9 +342,12 @@ def main(argv=None):
     ap.add_argument("--evaluate", type=int, default=0, metavar="N",
                     help="only evaluate the registered models on N test scenes (no export)")
     ap.add_argument("--out", default="", help="with --evaluate: write the results as JSON here")
+    ap.add_argument("--source-size", type=int, default=None,
+                    help="with --evaluate: render the scenes at this size and resize them to the encoder's "
+                         "(bicubic, as the codec does); default: render at the encoder's size")
     args = ap.parse_args(argv)
     if args.evaluate:
-        res = evaluate(args.models, args.evaluate)
+        res = evaluate(args.models, args.evaluate, source_size=args.source_size)
         print(format_table(res))
         for key, r in res["snr"].items():
             for ex in r["examples"][:2]:

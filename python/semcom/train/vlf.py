@@ -452,6 +452,9 @@ def main(argv=None):
     ap.add_argument("--aux-width", type=int, default=128)
     ap.add_argument("--slots", type=int, default=4, help="scene-graph slots of the auxiliary head")
     ap.add_argument("--clean-frac", type=float, default=0.1, help="share of samples with no channel noise")
+    ap.add_argument("--reinit-row-pos", type=float, default=0.0, metavar="STD",
+                    help="when resuming: redraw the row (vertical) position embeddings of the encoder with this std "
+                         "and start a new schedule (for a checkpoint whose VLF learned no vertical position)")
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
     args = ap.parse_args(argv)
@@ -471,7 +474,7 @@ def main(argv=None):
         print(msg, flush=True)
 
     arch = ("n_queries", "dim", "width", "layers", "token_layers", "heads", "lm_width", "lm_layers", "max_len",
-            "aux_weight", "aux_width", "slots")
+            "aux_width", "slots")
     if os.path.exists(ckpt_path):  # the checkpoint's architecture wins over the command line
         saved = torch.load(ckpt_path, weights_only=False)["args"]
         changed = {k: saved[k] for k in arch if saved[k] != getattr(args, k)}
@@ -507,12 +510,14 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     model = VLFModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    warmup = min(200, args.steps // 10)
-
     def lr_at(step):
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, args.steps - warmup))
+        """Linear warm-up and cosine decay over the current run, from its first step to --steps
+        (a resumed run with a new --steps or --lr restarts the schedule from where it starts)."""
+        start = runs[-1]["from_step"] if runs else 0
+        warmup = min(200, (args.steps - start) // 10)
+        if step - start < warmup:
+            return args.lr * (step - start + 1) / warmup
+        t = min(1.0, (step - start - warmup) / max(1, args.steps - start - warmup))
         return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
     step, elapsed, history, runs = 0, 0.0, [], []
@@ -521,12 +526,21 @@ def main(argv=None):
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, elapsed, history = ck["step"], ck["elapsed_s"], ck.get("history", [])
-        runs = ck.get("runs", [{"from_step": 0, "steps": ck["args"]["steps"], "lr": ck["args"]["lr"]}])
+        runs = ck.get("runs", [{"from_step": 0, "steps": ck["args"]["steps"], "lr": ck["args"]["lr"],
+                                "aux_weight": ck["args"]["aux_weight"]}])
         torch.set_rng_state(ck["torch_rng"])
         rng.bit_generator.state = ck["np_rng"]
         log(f"resumed from {ckpt_path} at step {step}")
-    if step < args.steps and (not runs or (runs[-1]["steps"], runs[-1]["lr"]) != (args.steps, args.lr)):
-        runs.append({"from_step": step, "steps": args.steps, "lr": args.lr})  # a new schedule from here
+        if args.reinit_row_pos > 0 and not any(r.get("reinit_row_pos") for r in runs):
+            with torch.no_grad():
+                model.encoder.row.normal_(0.0, args.reinit_row_pos)
+            opt.state.pop(model.encoder.row, None)
+            log(f"row position embeddings redrawn with std {args.reinit_row_pos}")
+    run = {"from_step": step, "steps": args.steps, "lr": args.lr, "aux_weight": args.aux_weight, "schedule": "restart",
+           "reinit_row_pos": args.reinit_row_pos}
+    if step < args.steps and (not runs or any(runs[-1].get(k) != run[k] for k in ("steps", "lr", "aux_weight",
+                                                                                    "reinit_row_pos"))):
+        runs.append(run)  # a new schedule from here
 
     def save():
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed_s": elapsed,
