@@ -375,3 +375,24 @@ def test_sweep_vlf_writes_plots_and_the_report(tiny, tmp_path):
     assert "Received captions at 0 dB" in html and "Received captions at 10 dB" in html
     assert "vlf_msc awgn 10 dB" in html and html.count("data:image/png") >= 4  # plots + originals + received
     assert (out / "images" / "vlf_msc").is_dir() and any(p.suffix == ".png" for p in out.iterdir())
+
+
+def test_shipped_backend_refuses_noise_and_decodes_weak_frames():
+    """The embedded backend's feature statistics: a payload of pure noise (a frame whose header
+    survived but whose payload carries nothing, at any reported SNR) is refused as
+    not_a_feature; real features at -10, -5 and 10 dB are all decoded."""
+    c = VlfCodec(threads=1)
+    rng = np.random.default_rng(1)
+    from gnuradio.semcom.datasets import scenes
+
+    for it in scenes.dataset("test", 6, 128):
+        e = c.encode(it.image)
+        n = e.symbols.size
+        for snr in (-10.0, -5.0, 10.0):
+            nv = 10 ** (-snr / 10)
+            w = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) * np.sqrt(nv / 2)
+            assert c.received_feature((e.symbols + w).astype(np.complex64), e.side_info, Csi(snr, nv)) is not None
+        noise = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(np.complex64)
+        for snr in (-5.0, 20.0):
+            assert c.decode_caption(noise, e.side_info, Csi(snr, 10 ** (-snr / 10))) is None
+            assert c.last_status == "not_a_feature"

@@ -30,8 +30,9 @@ Status of the latest decode (``last_status``), one of ``STATUSES``:
 ``ok``; ``truncated`` (fewer symbols than the feature has: the missing part is decoded as
 erased, the output is produced but flagged); ``no_symbols``; ``nonfinite_symbols`` (none is
 finite); ``below_snr_floor`` (the receiver's SNR estimate is under ``min_snr_db``, nothing
-is decoded); ``not_a_feature`` (the received feature does not look like a VLF: its energy
-in the encoder's principal subspace is what noise alone gives; see ``feature_check``).
+is decoded); ``not_a_feature`` (the received feature does not look like a VLF: its energy in the span
+of the encoder's mean feature and principal directions is what noise alone gives; see
+``feature_check``).
 """
 from __future__ import annotations
 
@@ -267,8 +268,8 @@ class VlfCodec(Codec):
         if self.check_features:
             self.last_check = self.feature_check(v, float(np.mean(np.minimum(nv, 1e6))))
             if self.last_check is not None and not self.last_check["is_feature"]:
-                return self._fail("not_a_feature", "the received feature looks like noise (energy in the "
-                                  f"encoder's principal subspace {self.last_check['fraction']:.4f}, noise alone "
+                return self._fail("not_a_feature", "the received feature looks like noise (energy share in "
+                                  f"the encoder's feature subspace {self.last_check['fraction']:.4f}, noise alone "
                                   f"gives {self.last_check['noise_only']:.4f})")
         self.last_status = status
         return v
@@ -280,10 +281,11 @@ class VlfCodec(Codec):
 
     # -- feature plausibility -------------------------------------------------------------
     def _feature_stats(self):
-        """(mean (N·d,), orthonormal basis (N·d, k), signal fraction f, centred fraction r) from
-        the file the encoder's manifest entry names in ``extra["feature_stats"]``; None when the
-        backend has none. f: mean share of the energy of v − μ in the basis; r: mean share of
-        the energy of v that is not μ (``semcom.train.vlf_stats`` writes the file)."""
+        """(orthonormal basis (N·d, k+1) of the mean feature μ and the top-k principal directions,
+        share g of a feature's energy in their span) from the file the encoder's manifest entry
+        names in ``extra["feature_stats"]`` (``semcom.train.vlf_stats``); None when the backend
+        has none. g = (1 − r) + r·f with f the mean share of the energy of v − μ in the principal
+        directions and r the mean share of the energy of v that is not μ."""
         if self._stats is None:
             name = self._entry(ENC).extra.get("feature_stats")
             self._stats = False
@@ -291,26 +293,28 @@ class VlfCodec(Codec):
                 import pathlib
 
                 with np.load(pathlib.Path(self.models_dir) / name) as z:
-                    self._stats = (z["mean"].astype(np.float32), z["basis"].astype(np.float32),
-                                   float(z["signal_fraction"]),
-                                   float(z["centred_fraction"]) if "centred_fraction" in z else 1.0)
+                    mean, basis = z["mean"].astype(np.float64), z["basis"].astype(np.float64)
+                    f = float(z["signal_fraction"])
+                    r = float(z["centred_fraction"]) if "centred_fraction" in z else 1.0
+                q, _ = np.linalg.qr(np.concatenate([mean[:, None], basis], axis=1))
+                self._stats = (q.astype(np.float32), (1.0 - r) + r * f)
         return self._stats or None
 
     def feature_check(self, v: np.ndarray, noise_var: float) -> dict | None:
-        """Does a received feature look like a VLF? v̂ = (v + noise)/(1+σ²) after the receiver's
-        shrink; the fraction of the energy of v̂ − μ/(1+σ²) that lies in the span of the
-        encoder's top-k principal directions (computed on training images) is compared with
-        what a feature at the receiver's noise level gives, (r·f + σ²·k/D)/(r + σ²), and with
-        what noise alone gives, k/D (D = N·d); the threshold is their geometric mean. None when
-        the backend has no statistics."""
+        """Does a received feature look like a VLF? The share of its energy in the span of the
+        encoder's mean feature and top-k principal directions (computed on training images) is
+        compared with what a feature at the receiver's noise level gives, (g + σ²·K/D)/(1 + σ²),
+        and with what noise alone gives, K/D (K = k + 1 directions, D = N·d); the threshold is
+        their geometric mean. The LMMSE shrink scales both alike. None when the backend has no
+        statistics."""
         stats = self._feature_stats()
         if stats is None:
             return None
-        mean, basis, f_sig, r = stats
-        x = v.ravel().astype(np.float32) - mean / np.float32(1.0 + noise_var)
+        basis, g = stats
+        x = v.ravel().astype(np.float32)
         e = float(x @ x)
         k_over_d = basis.shape[1] / basis.shape[0]
-        expected = (r * f_sig + noise_var * k_over_d) / (r + noise_var)
+        expected = (g + noise_var * k_over_d) / (1.0 + noise_var)
         threshold = math.sqrt(max(expected, 1e-12) * k_over_d)
         frac = float(np.sum((x @ basis) ** 2) / e) if e > 0 else 0.0
         return {"fraction": frac, "expected": expected, "noise_only": k_over_d, "threshold": threshold,

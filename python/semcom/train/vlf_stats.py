@@ -19,7 +19,8 @@ STATS_FILE = "vlf_enc_stats.npz"
 
 
 def feature_stats(feats: np.ndarray, k: int) -> dict:
-    """Features [n, D] → dict(mean, basis [D, k], signal_fraction f, centred_fraction r)."""
+    """Features [n, D] → dict(mean, basis [D, k] (float16: a few hundred kB), signal_fraction f,
+    centred_fraction r)."""
     feats = np.asarray(feats, np.float64)
     if feats.ndim != 2 or feats.shape[0] <= k:
         raise ValueError(f"need more than k={k} features of shape [n, D], got {feats.shape}")
@@ -29,7 +30,7 @@ def feature_stats(feats: np.ndarray, k: int) -> dict:
     basis = vt[:k].T
     f = float(np.mean(np.sum((x @ basis) ** 2, 1) / np.sum(x ** 2, 1)))
     r = float(np.mean(np.sum(x ** 2, 1) / np.sum(feats ** 2, 1)))
-    return dict(mean=mean.astype(np.float32), basis=basis.astype(np.float32), signal_fraction=f, centred_fraction=r)
+    return dict(mean=mean.astype(np.float16), basis=basis.astype(np.float16), signal_fraction=f, centred_fraction=r)
 
 
 def main(argv=None):
@@ -37,7 +38,7 @@ def main(argv=None):
     ap.add_argument("--models", required=True, help="models directory of the VLF backend")
     ap.add_argument("--images", default="", help="image set (semcom.images.load_images spec); default: scenes:train:N")
     ap.add_argument("--n", type=int, default=400, help="images to encode")
-    ap.add_argument("--k", type=int, default=64, help="principal directions kept")
+    ap.add_argument("--k", type=int, default=16, help="principal directions kept (stored as float16)")
     a = ap.parse_args(argv)
     from tqdm import tqdm
 
@@ -51,7 +52,7 @@ def main(argv=None):
     feats = np.stack([codec.features(it.pixels).ravel() for it in tqdm(items, desc="features", unit="image")])
     st = feature_stats(feats, a.k)
     path = f"{a.models}/{STATS_FILE}"
-    np.savez(path, **st)
+    np.savez_compressed(path, **st)
     entry = load_manifest(a.models).entry("vlf_enc").to_dict()
     entry["extra"] = dict(entry.get("extra") or {}, feature_stats=STATS_FILE,
                           feature_stats_source=f"{len(items)} images of {a.images or 'scenes:train'}, k={a.k}")
