@@ -318,6 +318,18 @@ def rx_frame(block, msg, finite: bool = True):
     return meta, seq, snr, y, side, equalizer
 
 
+def refuse_oversized(block, shape) -> None:
+    """ImageTooLarge, counted in ``block.refused``, when a frame announces an image ``shape``
+    (height, width) of more than ``block.max_pixels`` pixels (0: no limit; None: not known)."""
+    if shape is None or not block.max_pixels:
+        return
+    try:
+        check_pixels(shape[0], shape[1], block.max_pixels, "frame announcing an image")
+    except ImageTooLarge:
+        block.refused += 1
+        raise
+
+
 class semantic_decoder(MessageGuard, gr.basic_block):
     """``ofdm_rx`` PDU → decoded image PDU, with the receiver's own channel estimates.
 
@@ -370,13 +382,7 @@ class semantic_decoder(MessageGuard, gr.basic_block):
         meta, seq, snr, y, side, equalizer = frame
         status, image = "ok", None
         try:
-            shape = self._announced_shape(side) if self.max_pixels else None
-            if shape is not None:
-                try:
-                    check_pixels(shape[0], shape[1], self.max_pixels, "frame announcing an image")
-                except ImageTooLarge:
-                    self.refused += 1
-                    raise
+            refuse_oversized(self, self._announced_shape(side) if self.max_pixels else None)
             csi = _codecs.Csi.from_meta(meta, y.size)
             y = csi.unbias(y, equalizer)
             image = self.codec.decode(y, side, csi)

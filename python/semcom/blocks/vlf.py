@@ -24,10 +24,10 @@ from gnuradio import gr
 
 from .. import codecs as _codecs
 from ..codecs.vlf import DECODED, VlfCodec, backend_dir
-from ..images import DEFAULT_MAX_PIXELS, ImageTooLarge, check_pixels
+from ..images import DEFAULT_MAX_PIXELS
 from ._guard import MessageGuard, message_handler, meta_int, reject
 from ._history import DEFAULT_HISTORY, history_buffer
-from .image import image_pdu, rx_frame, semantic_encoder
+from .image import image_pdu, refuse_oversized, rx_frame, semantic_encoder
 
 __all__ = ["vlf_encoder", "vlf_caption_decoder", "vlf_image_decoder", "vlf_codec"]
 
@@ -89,13 +89,7 @@ class _vlf_decoder(MessageGuard, gr.basic_block):
         t0 = time.perf_counter()
         status, result = "error", None
         try:
-            shape = self.codec.image_shape(side)
-            if self.max_pixels:
-                try:
-                    check_pixels(shape[0], shape[1], self.max_pixels, "frame announcing an image")
-                except ImageTooLarge:
-                    self.refused += 1
-                    raise
+            refuse_oversized(self, self.codec.image_shape(side))
             csi = _codecs.Csi.from_meta(meta, y.size)
             y = csi.unbias(y, equalizer)
             result = self._decode(y, side, csi)
