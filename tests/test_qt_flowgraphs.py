@@ -191,7 +191,6 @@ def test_rx_readout_wraps_long_strings(qapp):
 
 def test_qt_blocks_in_a_running_flowgraph(qapp):
     """PDUs through GNU Radio's own message threads reach the widgets."""
-    import pmt
     from gnuradio import blocks, gr, semcom
     from gnuradio.semcom.blocks.image import image_pdu
 

@@ -214,8 +214,7 @@ def _run(models, name, **feeds):
 
 def test_ort_matches_torch(vlf_reference_models):
     """Every exported model against the torch model loaded back from the source directories."""
-    from gnuradio.semcom.train.export_vlf_reference import (CaptionLM, CaptionPrefix, ImageCondition, UNetEps,
-                                                            VaeDecode, VlfEncoder)
+    from gnuradio.semcom.train.export_vlf_reference import (CaptionLM, CaptionPrefix, ImageCondition, VaeDecode, VlfEncoder)
     from gnuradio.semcom.train.vlf_reference_proj import load_projection
 
     models = vlf_reference_models
@@ -255,7 +254,6 @@ def test_ort_matches_torch(vlf_reference_models):
         got_ctx = _run(models, "vlf_img_cond", vlf=vlf.numpy())["context"]
         cases["vlf_img_cond"] = (got_ctx, ctx_t)
         lat = torch.randn(1, LATC, LAT, LAT, generator=g)
-        u_t = UNetEps(sd["unet"])
         for step in (981, 1):
             got = _run(models, "vlf_unet", latent=lat.numpy(), timestep=np.array([step], np.int64),
                        context=got_ctx)["noise_pred"]

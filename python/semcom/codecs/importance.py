@@ -50,7 +50,7 @@ import zlib
 import numpy as np
 
 from ..phy.header import MAX_SIDE_LEN, side_coded_len
-from .base import Csi, Encoded, as_rgb_uint8, pack_shape, rho, unpack_shape
+from .base import Csi, Encoded, as_rgb_uint8, rho
 from .jscc import JsccCodec, _as_ratio, _unit_power
 
 __all__ = ["ImportanceJsccCodec", "allocate_planes", "block_levels", "side_cost"]

@@ -34,7 +34,7 @@ import time
 import numpy as np
 import torch
 
-from .vlf import (BOS_ID, EOS_ID, FEATURE_CHANNELS, IMAGE_SIZE, PAD_ID, UNK_ID, VLFModel, build_tokenizer, bleu,
+from .vlf import (BOS_ID, EOS_ID, FEATURE_CHANNELS, IMAGE_SIZE, PAD_ID, UNK_ID, VLFModel, bleu,
                   decode_ids, mean_accuracy)
 
 ENC, PREFIX, LM = "vlf_enc", "vlf_cap_prefix", "vlf_cap_lm"

@@ -496,7 +496,7 @@ def export_vlf_reference(blip2=None, sd=None, out_dir="models", *, proj=None, pr
         raise ValueError(f"exporting {[m for m in models if m in BLIP2_MODELS] or ['vlf_img_cond']} needs blip2")
     if need_sd and sd is None:
         raise ValueError(f"exporting {[m for m in models if m in SD_MODELS]} needs sd")
-    f32, i64 = "float32", "int64"
+    i64 = "int64"
     entries = {}
     timings = {}
     cmd = (f"python -m gnuradio.semcom.train.export_vlf_reference --blip2 <BLIP2_DIR> --sd <SD15_DIR> "

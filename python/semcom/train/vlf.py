@@ -40,7 +40,6 @@ checkpoint into the shipped ONNX models.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
