@@ -261,7 +261,14 @@ def training_records(ae_ck: dict, unet_ck: dict) -> dict:
                        f"{ae_ck['extra']['val_psnr']:.2f} dB"}
     cfg = unet_ck["cfg"]
     init = unet_ck["args"].get("init")
-    stages = unet_ck.get("extra", {}).get("stages", [])
+    stages = []  # the --init chain of the U-Net stages, oldest first, with the steps each made
+    path = u.get("init")
+    while path and os.path.exists(path):
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        stages.insert(0, f"{command_line(ck['args'], ck['step'])}  # {ck['step']} steps, {ck['elapsed_s'] / 60:.1f} min")
+        path = ck["args"].get("init")
+    if not stages:
+        stages = unet_ck.get("extra", {}).get("stages", [])
     un_rec = {"data": f"semcom.datasets.scenes 'train' split, first {u['n_train']} seeds at 128 px: autoencoder "
                       "latents; captions (5 templates per scene, one drawn per sample); VLFs of the images from "
                       "the embedded vlf_enc (ONNX Runtime), received over the VLF link's noise model at SNR uniform "
@@ -290,6 +297,7 @@ def main(argv=None):
     ap.add_argument("--img2img-strength", type=float, default=0.5, help="default img2img strength stored")
     ap.add_argument("--tokenizer", default="", help="tokenizer JSON the caption ids refer to "
                                                    "(default: <models>/vlf_tokenizer.json)")
+    ap.add_argument("--notes", default="", help="appended to the U-Net entries' training notes")
     ap.add_argument("--guidance", type=float, default=1.0,
                     help="classifier-free guidance scale built into vlf_unet (1: conditional prediction only)")
     ap.add_argument("--fp32-weights", dest="fp16_weights", action="store_false",
@@ -331,7 +339,10 @@ def main(argv=None):
             raise SystemExit(f"ONNX Runtime differs from torch: {bad}; not registered")
         img2img = {"strength": args.img2img_strength,
                    "input": "received diffusion-space latent from vlf_vae_enc (LMMSE-shrunk), caption ids"}
-        ents = manifest_entries(paths, ae_ck, un_ck, args.steps, training_records(ae_ck, un_ck), tok, img2img)
+        records = training_records(ae_ck, un_ck)
+        if args.notes:
+            records["unet"]["notes"] += "; " + args.notes
+        ents = manifest_entries(paths, ae_ck, un_ck, args.steps, records, tok, img2img)
         ents["vlf_unet"]["extra"]["guidance_scale"] = args.guidance
         ents["vlf_unet"]["extra"]["guidance"] = (
             "classifier-free guidance inside the graph: noise_pred = e(null) + scale * (e(context) - e(null)), "

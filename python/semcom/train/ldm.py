@@ -1057,9 +1057,9 @@ def evaluate(args):
     res["vlf"] = {}
 
     def summary(gens):
-        ps = np.array([[psnr_u8(g, s[0]) for s in src] for g in gens])
-        hd = np.array([[colour_hist_distance(g, s[0]) for s in src] for g in gens])
         n = len(gens)
+        ps = np.array([[psnr_u8(g, s[0]) for s in src[:n]] for g in gens])
+        hd = np.array([[colour_hist_distance(g, s[0]) for s in src[:n]] for g in gens])
         off = ~np.eye(n, dtype=bool)
         hits = [object_colour_hits(g, it.scene, scenes.COLOURS) for g, it in zip(gens, items)]
         rec = [colour_recall(g, it.scene, scenes.COLOURS) for g, it in zip(gens, items)]
