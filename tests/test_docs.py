@@ -217,6 +217,10 @@ def test_documented_options_exist(item):
     assert res.returncode == 0, (
         f"{doc}:{line}: {' '.join(target)} --help exited {res.returncode}\n{res.stderr[-2000:]}")
     helptext = res.stdout + res.stderr
+    if args and re.match(r"^[a-z][\w-]*$", args[0]) and re.search(r"[{,]" + re.escape(args[0]) + r"[,}]", helptext):
+        sub = _help((*target, args[0]), env.get("PYTHONPATH", ""))  # a subcommand: its own options
+        assert sub.returncode == 0, f"{doc}:{line}: {' '.join(target)} {args[0]} --help exited {sub.returncode}"
+        helptext = sub.stdout + sub.stderr
     options = {a.split("=", 1)[0] for a in args if re.match(r"^--[A-Za-z][\w-]*", a)}
     missing = sorted(o for o in options if not re.search(re.escape(o) + r"(?![\w-])", helptext))
     assert not missing, f"{doc}:{line}: {shown!r}: {', '.join(missing)} not in {' '.join(target)} --help"
