@@ -276,7 +276,7 @@ def test_oversized_image_in_a_running_flowgraph_and_stop_returns():
     tb.msg_connect(enc, "out", dbg, "store")
     tb.start()
     t0 = time.time()
-    while (enc.encoded < 1 or enc.refused < 1) and time.time() - t0 < 20:
+    while (enc.encoded < 1 or enc.refused < 1 or dbg.num_messages() < 1) and time.time() - t0 < 20:
         time.sleep(0.01)
     t1 = time.time()
     tb.stop()
