@@ -31,7 +31,7 @@ from ..runtime.manifest import default_models_dir, load_manifest
 from .base import Codec, Csi, Encoded, as_rgb_uint8, pack_shape, unpack_shape
 from .diffusion import DdimSampler
 from .text_baselines import AsciiHammingCodec, ascii_channel_uses
-from .vlf import features_to_symbols, resize_rgb
+from .vlf import features_to_symbols, latent_image, resize_rgb, unet_function
 
 __all__ = ["Img2ImgScCodec"]
 
@@ -153,12 +153,7 @@ class Img2ImgScCodec(Codec):
         t = sampler.timestep_for_noise(noise / max(lat_var - noise, 1e-3 * lat_var))
         context = self._model(TEXT_COND).run({"input_ids": self._ids(self.last_caption)})["context"]
 
-        def model(x, tt):
-            return unet.run({"latent": x, "timestep": np.asarray([tt], np.int64), "context": context})["noise_pred"]
-
         a = float(sampler.alphas_cumprod[t])
-        z0 = sampler.run_from(model, (math.sqrt(a) * z).astype(np.float32), t, steps)
-        img = self._model(VAE_DEC).run({"latent": z0})["image"][0]
-        out = np.clip(np.rint(img.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        z0 = sampler.run_from(unet_function(unet, context), (math.sqrt(a) * z).astype(np.float32), t, steps)
         self.last_status = "+".join(status) or "ok"
-        return resize_rgb(out, h, w)
+        return latent_image(self._model(VAE_DEC), z0, h, w)

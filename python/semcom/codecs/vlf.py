@@ -362,26 +362,15 @@ class VlfCodec(Codec):
                            progress=None) -> np.ndarray:
         """VLF-conditioned latent diffusion: context = W(ỹ), DDIM from seeded noise, VAE decode;
         uint8 (height, width, 3) (the model's own size when not given)."""
-        ctx = self._model(IMG_COND).run({"vlf": np.ascontiguousarray(v[None], np.float32)})["context"]
-        return self._draw(ctx, height, width, progress=progress)
-
-    def _draw(self, context, height=None, width=None, init=None, strength=1.0, progress=None):
+        context = self._model(IMG_COND).run({"vlf": np.ascontiguousarray(v[None], np.float32)})["context"]
         unet = self._model(UNET)
         extra = unet.entry.extra
         sampler = DdimSampler(extra["scheduler"])
         steps = self.steps or int(extra.get("steps", 50))
         shape = (1, *(int(s) for s in extra["latent_shape"]))
-
-        def model(x, t):
-            return unet.run({"latent": x, "timestep": np.asarray([t], np.int64), "context": context})["noise_pred"]
-
-        z = sampler.sample(model, shape, steps, np.random.default_rng(self.seed), init=init, strength=strength,
+        z = sampler.sample(unet_function(unet, context), shape, steps, np.random.default_rng(self.seed),
                            progress=progress)
-        img = self._model(VAE_DEC).run({"latent": z})["image"][0]
-        out = np.clip(np.rint(img.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
-        if height is not None and width is not None:
-            out = resize_rgb(out, int(height), int(width))
-        return out
+        return latent_image(self._model(VAE_DEC), z, height, width)
 
     def decode_image(self, symbols, side_info: bytes, csi: Csi, progress=None) -> np.ndarray | None:
         """Received frame → uint8 image at the announced size, or None (``last_status``)."""
@@ -392,6 +381,22 @@ class VlfCodec(Codec):
     def decode(self, symbols, side_info: bytes, csi: Csi) -> np.ndarray | None:
         """The ``Codec`` contract: the image decoder."""
         return self.decode_image(symbols, side_info, csi)
+
+
+def unet_function(unet, context):
+    """An ONNX U-Net of the VLF contract as the ``model(x_t, t)`` that ``DdimSampler`` calls."""
+    def model(x, t):
+        return unet.run({"latent": x, "timestep": np.asarray([t], np.int64), "context": context})["noise_pred"]
+
+    return model
+
+
+def latent_image(vae_dec, z, height=None, width=None) -> np.ndarray:
+    """Diffusion-space latent → uint8 image through the ONNX VAE decoder, resized to
+    (height, width) when given."""
+    img = vae_dec.run({"latent": z})["image"][0]
+    out = np.clip(np.rint(img.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+    return out if height is None or width is None else resize_rgb(out, int(height), int(width))
 
 
 _SPACE_BEFORE = re.compile(r"\s+([:,.;!?])")

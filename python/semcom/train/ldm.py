@@ -25,8 +25,9 @@ SNR uniform in [-7.5, 12.5] dB, P = 2·mean(v²), n ~ N(0, σ²/2) per real dime
 samples is clean. The VLFs are those of the embedded VLF encoder (``models/vlf_enc.onnx``,
 run with ONNX Runtime), precomputed once for the training images.
 
-The numpy DDIM sampler (:func:`ddim_sample`, :func:`img2img_sample`) is the reference for the
-runtime's sampler; it follows ``diffusers.DDIMScheduler`` (η = 0) step by step.
+Sampling here (:func:`ddim_sample`, :func:`img2img_sample`, :func:`img2img_matched`) drives the
+runtime's sampler, ``semcom.codecs.diffusion.DdimSampler`` (``diffusers.DDIMScheduler`` with
+η = 0, step by step), with the U-Net given as a function.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ import os
 import time
 
 import numpy as np
+
+from ..codecs.diffusion import DdimSampler
+from ..codecs.vlf import noisy_feature
 
 # --------------------------------------------------------------------------------------------
 # constants shared with export_ldm
@@ -67,64 +71,22 @@ SCHEDULER = {
 
 
 # --------------------------------------------------------------------------------------------
-# numpy DDIM (reference for the runtime; no torch)
-
-def betas_np(cfg: dict) -> np.ndarray:
-    """The scheduler's betas as float32, computed as diffusers does."""
-    n = int(cfg["num_train_timesteps"])
-    sched = cfg["beta_schedule"]
-    if sched == "linear":
-        return np.linspace(cfg["beta_start"], cfg["beta_end"], n, dtype=np.float32)
-    if sched == "scaled_linear":
-        return (np.linspace(cfg["beta_start"] ** 0.5, cfg["beta_end"] ** 0.5, n, dtype=np.float32) ** 2)
-    if sched == "squaredcos_cap_v2":
-        def abar(t):
-            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-        return np.array([min(1 - abar((i + 1) / n) / abar(i / n), 0.999) for i in range(n)], np.float32)
-    raise ValueError(f"beta_schedule {sched!r} not supported")
-
+# numpy DDIM: the runtime's sampler (semcom.codecs.diffusion.DdimSampler, checked against
+# diffusers), wrapped for the training and evaluation code here
 
 def alphas_cumprod_np(cfg: dict) -> np.ndarray:
-    return np.cumprod(np.float32(1.0) - betas_np(cfg), dtype=np.float32)
+    """ᾱ_t of the scheduler config, float32 as diffusers computes them."""
+    return DdimSampler(cfg).alphas_cumprod
 
 
 def ddim_timesteps(cfg: dict, steps: int) -> np.ndarray:
     """Descending int64 timesteps of a ``steps``-step run (``DDIMScheduler.set_timesteps``)."""
-    n = int(cfg["num_train_timesteps"])
-    if not 1 <= steps <= n:
-        raise ValueError(f"steps must be in 1..{n}")
-    spacing = cfg.get("timestep_spacing", "leading")
-    if spacing == "linspace":
-        return np.linspace(0, n - 1, steps).round()[::-1].copy().astype(np.int64)
-    if spacing == "leading":
-        return (np.arange(0, steps) * (n // steps)).round()[::-1].copy().astype(np.int64) + int(cfg.get("steps_offset", 0))
-    if spacing == "trailing":
-        return np.round(np.arange(n, 0, -n / steps)).astype(np.int64) - 1
-    raise ValueError(f"timestep_spacing {spacing!r} not supported")
+    return DdimSampler(cfg).timesteps(steps)
 
 
-def ddim_step(cfg: dict, acp: np.ndarray, eps: np.ndarray, t: int, x: np.ndarray, steps: int) -> np.ndarray:
-    """One deterministic DDIM step x_t -> x_prev (``DDIMScheduler.step`` with eta = 0)."""
-    n = int(cfg["num_train_timesteps"])
-    prev = int(t) - n // steps
-    final = np.float32(1.0) if cfg.get("set_alpha_to_one", True) else acp[0]
-    a_t = acp[int(t)]
-    a_prev = acp[prev] if prev >= 0 else final
-    pred = cfg.get("prediction_type", "epsilon")
-    if pred == "epsilon":
-        x0 = (x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
-        e = eps
-    elif pred == "v_prediction":
-        x0 = np.sqrt(a_t) * x - np.sqrt(1 - a_t) * eps
-        e = np.sqrt(a_t) * eps + np.sqrt(1 - a_t) * x
-    else:
-        raise ValueError(f"prediction_type {pred!r} not supported")
-    if cfg.get("clip_sample", True):
-        r = float(cfg.get("clip_sample_range", 1.0))
-        x0 = np.clip(x0, -r, r)
-        if pred == "epsilon":
-            pass  # diffusers keeps the model's epsilon unless use_clipped_model_output
-    return (np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * e).astype(np.float32)
+def _unet_fn(unet, context):
+    context = context.astype(np.float32)
+    return lambda x, t: unet(x, np.array([t], np.int64), context)
 
 
 def ddim_sample(unet, context: np.ndarray, cfg: dict, steps: int, noise: np.ndarray,
@@ -136,26 +98,17 @@ def ddim_sample(unet, context: np.ndarray, cfg: dict, steps: int, noise: np.ndar
     (img2img: ``strength`` < 1 starts from ``init_latent`` noised to the first of the last
     ``int(steps·strength)`` timesteps, as diffusers' img2img pipelines do). Returns the final
     diffusion-space latent."""
-    acp = alphas_cumprod_np(cfg)
-    ts = ddim_timesteps(cfg, steps)
-    if init_latent is None or strength >= 1.0:
-        x = noise.astype(np.float32) if init_latent is None else _noised(acp, init_latent, noise, ts[0])
-    else:
-        k = min(int(steps * strength), steps)
-        ts = ts[steps - k:]
+    s = DdimSampler(cfg)
+    ts = s.timesteps(steps)
+    if init_latent is not None and strength < 1.0:
+        ts = ts[steps - min(int(steps * strength), steps):]
         if len(ts) == 0:
             return init_latent.astype(np.float32)
-        x = _noised(acp, init_latent, noise, ts[0])
-    context = context.astype(np.float32)
+    x = noise.astype(np.float32) if init_latent is None else s.add_noise(init_latent, noise, int(ts[0]))
+    model = _unet_fn(unet, context)
     for t in ts:
-        eps = unet(x, np.array([t], np.int64), context)
-        x = ddim_step(cfg, acp, eps, int(t), x, steps)
+        x = s.step(model(x, int(t)), int(t), x, steps)
     return x
-
-
-def _noised(acp, z0, noise, t):
-    a = acp[int(t)]
-    return (np.sqrt(a) * z0 + np.sqrt(1 - a) * noise).astype(np.float32)
 
 
 def img2img_sample(unet, context, cfg, steps, received_latent, strength, seed=0):
@@ -165,42 +118,23 @@ def img2img_sample(unet, context, cfg, steps, received_latent, strength, seed=0)
     return ddim_sample(unet, context, cfg, steps, noise, init_latent=received_latent, strength=strength)
 
 
-def ddim_from(unet, context, cfg, steps, x_t: np.ndarray, t_start: int) -> np.ndarray:
-    """DDIM (η = 0) from a state ``x_t`` at timestep ``t_start`` down to x_0: ``t_start``, then
-    every timestep of the ``steps``-step schedule below it (each step to the next one)."""
-    acp = alphas_cumprod_np(cfg)
-    ts = [int(t_start)] + [int(t) for t in ddim_timesteps(cfg, steps) if t < t_start]
-    final = np.float32(1.0) if cfg.get("set_alpha_to_one", True) else acp[0]
-    x = x_t.astype(np.float32)
-    context = context.astype(np.float32)
-    for k, t in enumerate(ts):
-        eps = unet(x, np.array([t], np.int64), context)
-        a_t = acp[t]
-        a_prev = acp[ts[k + 1]] if k + 1 < len(ts) else final
-        x0 = (x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
-        x = (np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps).astype(np.float32)
-    return x
-
-
 def img2img_matched(unet, context, cfg, steps, z_received: np.ndarray, noise_var: float) -> np.ndarray:
     """Img2Img-SC receiver without added noise: a latent received with noise variance
     ``noise_var`` per real value (latent units, no LMMSE shrink) is a diffusion state at the
     timestep whose (1 − ᾱ_t)/ᾱ_t equals noise_var / (signal variance); start there from
-    sqrt(ᾱ_t)·z and denoise."""
-    acp = alphas_cumprod_np(cfg)
+    sqrt(ᾱ_t)·z and denoise (``DdimSampler.run_from``)."""
+    s = DdimSampler(cfg)
     lat_var = float(np.mean(z_received ** 2)) or 1.0
-    ratio = noise_var / max(lat_var - noise_var, 1e-3 * lat_var)
-    t = int(np.argmin(np.abs((1 - acp) / acp - ratio)))
-    z = z_received / math.sqrt(max(lat_var - noise_var, 1e-3 * lat_var))  # unit signal variance
-    return ddim_from(unet, context, cfg, steps, (np.sqrt(acp[t]) * z).astype(np.float32), t)
+    sig = max(lat_var - noise_var, 1e-3 * lat_var)
+    t = s.timestep_for_noise(noise_var / sig)
+    z = z_received / math.sqrt(sig)  # unit signal variance
+    return s.run_from(_unet_fn(unet, context), (np.sqrt(s.alphas_cumprod[t]) * z).astype(np.float32), t, steps)
 
 
 def vlf_channel_noise(v: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """The VLF link's received feature under its own model: ỹ = (v + sqrt(P)·n)/(1+σ²)."""
-    s2 = 10.0 ** (-snr_db / 10.0)
-    p = 2.0 * float(np.mean(v.astype(np.float64) ** 2))
-    n = rng.standard_normal(v.shape) * math.sqrt(s2 / 2)
-    return ((v + math.sqrt(p) * n) / (1 + s2)).astype(np.float32)
+    """The VLF link's received feature under its own model: ỹ = (v + sqrt(P)·n)/(1+σ²)
+    (``semcom.codecs.vlf.noisy_feature``)."""
+    return noisy_feature(v, snr_db, rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -849,7 +783,6 @@ def noisy_vlf_batch(v: np.ndarray, rng: np.random.Generator, clean_frac: float, 
 
 def train_unet(args):
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
