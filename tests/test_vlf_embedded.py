@@ -106,3 +106,29 @@ def test_shipped_captions_degrade_only_far_below_the_training_range(shipped):
     low, mid, high = (res["snr"][k]["accuracy"]["overall"] for k in ("-25", "-5", "10"))
     assert mid > high - 0.05, (mid, high)
     assert low < high - 0.15, (low, high)
+
+
+def test_bcr_sweep_trains_exports_and_tabulates_each_shape(tmp_path, capsys):
+    """The N × d sweep: one tiny run per shape, rows per (shape, SNR) with the channel uses
+    N·d/2, and a second call keeps the finished configurations instead of retraining."""
+    import csv
+
+    from gnuradio.semcom.train import vlf_bcr
+
+    args = ["--out", str(tmp_path), "--configs", "2x16", "4x32", "--steps", "1", "--n-train", "8", "--n-val", "2",
+            "--batch", "2", "--n-eval", "2"]
+    vlf_bcr.main(args)
+    rows = list(csv.DictReader(open(tmp_path / "bcr.csv")))
+    assert len(rows) == 2 * len(export_vlf.EVAL_SNRS)
+    assert {(r["n_queries"], r["dim"], r["channel_uses"]) for r in rows} == {("2", "16", "16"), ("4", "32", "64")}
+    assert {r["snr_db"] for r in rows} == {"-5.0", "0.0", "5.0", "10.0", "clean"}
+    assert all(0.0 <= float(r["caption_accuracy"]) <= 1.0 for r in rows)
+    assert (tmp_path / "bcr.png").stat().st_size > 0 and "4 × 32 | 64 |" in (tmp_path / "bcr.md").read_text()
+    assert load_manifest(tmp_path / "N4_d32" / "models").entry(export_vlf.ENC).extra["n_queries"] == 4
+    capsys.readouterr()
+    vlf_bcr.main(args)
+    assert capsys.readouterr().out.count("kept") == 2
+    with pytest.raises(ValueError, match="NxD"):
+        vlf_bcr.parse_config("32-768")
+    with pytest.raises(ValueError, match="even d"):
+        vlf_bcr.parse_config("32x7")

@@ -1,7 +1,7 @@
 """Embedded VLF image decoder (latent diffusion): training CLI, ONNX export, numpy DDIM.
 
-- a tiny configuration trained for 2 steps per stage, exported, and every ONNX graph checked
-  against torch (ONNX Runtime, also through ``semcom.runtime.load_model``);
+- a tiny configuration trained for 2 steps per stage (and a fine-tune that adds the latent
+  position embedding), exported, and every ONNX graph checked against torch (ONNX Runtime, also through ``semcom.runtime.load_model``);
 - the numpy DDIM loop (``semcom.train.ldm.ddim_sample``) against diffusers' DDIMScheduler on
   the same U-Net, full sampling and img2img;
 - the shipped models (when registered in models/manifest.json): images generated from the
@@ -45,7 +45,15 @@ def tiny(tmp_path_factory):
               "--batch", "3", "--unet-ch", "16", "32", "--ctx-dim", "32", "--tokenizer", tok, "--resume",
               *[a if a != "2" else "3" for a in common]])
     assert torch.load(d / "unet" / "ckpt.pt", weights_only=False)["step"] == 3
-    export_ldm.main(["--ae", str(d / "ae" / "ckpt.pt"), "--unet", str(d / "unet" / "ckpt.pt"),
+    # a fine-tune that adds the latent position embedding starts from a checkpoint without it
+    ldm.main(["unet", "--work", str(d / "unet_pos"), "--ae", str(d / "ae" / "ckpt.pt"), "--vlf-npy",
+              str(d / "vlf.npy"), "--batch", "3", "--unet-ch", "16", "32", "--ctx-dim", "32", "--tokenizer", tok,
+              "--pos-emb", "--init", str(d / "unet" / "ckpt.pt"), *common])
+    ck0 = torch.load(d / "unet" / "ckpt.pt", weights_only=False)
+    ck1 = torch.load(d / "unet_pos" / "ckpt.pt", weights_only=False)
+    assert ck1["cfg"]["pos_emb"] and "pos" not in ck0["ema"]["unet"] and "pos" in ck1["ema"]["unet"]
+    assert "--pos-emb" in ldm.command_line(ck1["args"])
+    export_ldm.main(["--ae", str(d / "ae" / "ckpt.pt"), "--unet", str(d / "unet_pos" / "ckpt.pt"),
                      "--models", str(models), "--steps", "5"])
     return d, models
 
@@ -64,7 +72,7 @@ def test_tiny_export_matches_torch(tiny):
     assert ex["scaling_factor"] > 0
     assert "ldm unet" in man.entry("vlf_unet").training["command"]
     ae, _ = ldm.load_ae(str(d / "ae" / "ckpt.pt"))
-    unet, vc, tc, _ = export_ldm.load_unet(str(d / "unet" / "ckpt.pt"))
+    unet, vc, tc, _ = export_ldm.load_unet(str(d / "unet_pos" / "ckpt.pt"))
     export_ldm.round_to_fp16(ae, unet, vc, tc)  # the shipped graphs store float16 weights
     paths = {n: str(models / f"{n}.onnx") for n in export_ldm.NAMES}
     err = export_ldm.check_ort(ae, unet, vc, tc, paths)
@@ -79,7 +87,7 @@ def test_tiny_runtime_pipeline(tiny):
 
     d, models = tiny
     m = {n: load_model(n, models_dir=models, threads=1) for n in export_ldm.NAMES}
-    unet_t, vc, tc, _ = export_ldm.load_unet(str(d / "unet" / "ckpt.pt"))
+    unet_t, vc, tc, _ = export_ldm.load_unet(str(d / "unet_pos" / "ckpt.pt"))
     export_ldm.round_to_fp16(unet_t, vc, tc)
     ent = m["vlf_unet"].entry if hasattr(m["vlf_unet"], "entry") else None
     cfg = ent.extra["scheduler"] if ent is not None else ldm.SCHEDULER

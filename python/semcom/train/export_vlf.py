@@ -218,7 +218,7 @@ def training_record(ck):
     a = ck["args"]
     dat = ck["data"]
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in a.items()
-                     if k not in ("work", "resume", "models") and not isinstance(v, bool))
+                     if k not in ("work", "resume", "models", "cache") and not isinstance(v, bool))
     return {
         "data": f"semcom.datasets.scenes: train split seeds {dat['train'][0]}..{dat['train'][1]} "
                 f"({dat['train'][2]} scenes rendered at {IMAGE_SIZE} px, {ck.get('n_caps', 5)} reference captions "
@@ -319,7 +319,7 @@ def evaluate(models_dir, n=200, snrs=EVAL_SNRS, seed=0, split="test", threads=1,
         key = "clean" if snr is None else f"{snr:g}"
         res["snr"][key] = {"accuracy": mean_accuracy(scenes, texts, sc), "bleu": bleu(texts, refs),
                            "examples": [{"seed": int(items.seeds[k]), "caption": texts[k],
-                                         "reference": refs[k][0]} for k in range(4)]}
+                                         "reference": refs[k][0]} for k in range(min(4, len(texts)))]}
     res["latency_ms"] = {"encoder_median": 1e3 * float(np.median(t_enc)),
                          "caption_median": 1e3 * float(np.median(t_cap)), "threads": threads}
     res["sizes_bytes"] = {m.entry.file: int(m.entry.size_bytes) for m in (enc, pre, lm)}

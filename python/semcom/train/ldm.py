@@ -468,7 +468,7 @@ def _torch_models():
         """Compact conditional U-Net for 4x16x16 latents: levels 16x16 (c0) and 8x8 (c1), a
         residual block + cross-attention transformer per level and in the middle."""
 
-        def __init__(self, ch=(64, 128), ctx_dim=128, zc=LATENT_CHANNELS, heads=(2, 4)):
+        def __init__(self, ch=(64, 128), ctx_dim=128, zc=LATENT_CHANNELS, heads=(2, 4), pos_emb=False):
             super().__init__()
             c0, c1 = ch
             td = 4 * c0
@@ -491,6 +491,9 @@ def _torch_models():
             self.pool = nn.Linear(ctx_dim, td)
             nn.init.zeros_(self.pool.weight)
             nn.init.zeros_(self.pool.bias)
+            # learned absolute position of each latent cell (zero-initialised, so a checkpoint
+            # without it starts unchanged): lets the cross-attention queries say *where* they are
+            self.pos = nn.Parameter(torch.zeros(1, c0, *LATENT_SHAPE[1:])) if pos_emb else None
             half = c0 // 2
             self.register_buffer("freqs", torch.exp(-math.log(10000.0) * torch.arange(half).float() / half))
 
@@ -503,6 +506,8 @@ def _torch_models():
                 pooled = (context * w).sum(1) / w.sum(1).clamp(min=1.0)
             temb = F.silu(self.temb(torch.cat([torch.cos(a), torch.sin(a)], 1)) + self.pool(pooled))
             x0 = self.cin(latent)
+            if self.pos is not None:
+                x0 = x0 + self.pos
             x1 = self.d1t(self.d1r(x0, temb), context, mask)
             x2 = self.d2t(self.d2r(self.down(x1), temb), context, mask)
             m = self.m2(self.mt(self.m1(x2, temb), context, mask), temb)
@@ -531,7 +536,7 @@ def _torch_models():
 
 _FLAGS = {"ae": ("work", "n_train", "n_val", "steps", "minutes", "batch", "crop", "lr", "ch", "grad_w", "z_l2",
                   "latent_noise", "warmup", "ema", "seed", "threads"),
-          "unet": ("ae", "work", "cond", "n_train", "steps", "minutes", "batch", "lr", "unet_ch", "ctx_dim",
+          "unet": ("ae", "work", "cond", "n_train", "steps", "minutes", "batch", "lr", "unet_ch", "ctx_dim", "pos_emb",
                    "vlf_layers", "text_layers", "n_vlf", "vlf_frac", "clean_frac", "cfg_drop", "min_snr", "warmup", "ema", "init", "seed",
                    "threads")}
 
@@ -554,7 +559,7 @@ def command_line(args: dict, steps: int | None = None) -> str:
 def build_ldm(cfg: dict):
     """(unet, vlf_cond or None, text_cond or None) from a checkpoint's model config."""
     M = _torch_models()
-    unet = M["UNet"](tuple(cfg["unet_ch"]), cfg["ctx_dim"])
+    unet = M["UNet"](tuple(cfg["unet_ch"]), cfg["ctx_dim"], pos_emb=bool(cfg.get("pos_emb")))
     vc = M["VlfCond"](cfg["n_queries"], cfg["vlf_dim"], cfg["ctx_dim"], cfg["vlf_layers"]) if cfg.get("vlf") else None
     tc = M["TextCond"](cfg["vocab"], cfg["ctx_dim"], cfg["text_layers"]) if cfg.get("text") else None
     return unet, vc, tc
@@ -806,7 +811,7 @@ def train_unet(args):
             vlf_features(data["images"][:n_vlf], args.models, os.path.join(args.cache, f"vlf_train_{n_vlf}.npy"))
         n_vlf = len(vlf)
         n_q, d = vlf.shape[1:]
-    cfg = {"unet_ch": list(args.unet_ch), "ctx_dim": args.ctx_dim, "vlf": use_vlf, "text": use_text,
+    cfg = {"unet_ch": list(args.unet_ch), "ctx_dim": args.ctx_dim, "pos_emb": bool(args.pos_emb), "vlf": use_vlf, "text": use_text,
            "n_queries": int(n_q), "vlf_dim": int(d), "vlf_layers": args.vlf_layers, "text_layers": args.text_layers,
            "vocab": len(tok), "vocab_words": tok.words, "tokenizer": tok.path, "latent_shape": list(LATENT_SHAPE),
            "scheduler": SCHEDULER, "ae": os.path.abspath(args.ae), "ae_extra": ae_ck.get("extra", {})}
@@ -1088,6 +1093,8 @@ def main(argv=None):
     u.add_argument("--lr", type=float, default=5e-4)
     u.add_argument("--unet-ch", type=int, nargs=2, default=(64, 128))
     u.add_argument("--ctx-dim", type=int, default=128)
+    u.add_argument("--pos-emb", action="store_true",
+                   help="learned position embedding of the latent cells (zero-initialised; --init may lack it)")
     u.add_argument("--vlf-layers", type=int, default=1)
     u.add_argument("--text-layers", type=int, default=2)
     u.add_argument("--vlf-frac", type=float, default=0.6, help="share of batches conditioned on the VLF (vlf+text)")

@@ -32,7 +32,7 @@ module trains the embedded (CPU-sized) tier on the synthetic scene benchmark
 Loss: caption cross-entropy (one of the scene's reference captions, drawn per step) +
 ``--aux-weight`` × the scene-graph cross-entropies. AdamW, linear warm-up and cosine decay over
 ``--steps``. The EfficientNet features of the training and validation scenes are computed once
-(ONNX Runtime) and cached in ``<work>/cache``; ``<work>/ckpt.pt`` is written every
+(ONNX Runtime) and cached in ``<work>/cache`` (or ``--cache``); ``<work>/ckpt.pt`` is written every
 ``--ckpt-minutes`` and at every validation, and a second run with the same ``--work`` resumes
 from it (``--resume`` insists on a checkpoint). ``python -m semcom.train.export_vlf`` turns the
 checkpoint into the shipped ONNX models.
@@ -317,10 +317,10 @@ def encode_captions(tok, caps, max_len: int, n_caps: int) -> np.ndarray:
     return out
 
 
-def build_cache(work, split, n, scenes, sess, log=print):
-    """Render ``n`` scenes of ``split`` and cache their feature tokens (float16) and seeds, in
-    chunks of ``CACHE_CHUNK`` (resumable). Returns (tokens [n, 64, 192] float16, seeds)."""
-    d = os.path.join(work, "cache")
+def build_cache(d, split, n, scenes, sess, log=print):
+    """Render ``n`` scenes of ``split`` and cache their feature tokens (float16) and seeds in the
+    folder ``d``, in chunks of ``CACHE_CHUNK`` (resumable). Returns (tokens [n, 64, 192] float16,
+    seeds)."""
     os.makedirs(d, exist_ok=True)
     toks, seeds = [], []
     items = None
@@ -430,6 +430,8 @@ def main(argv=None):
     ap.add_argument("--work", default="out/vlf", help="cache, checkpoint and log folder (resumes from it)")
     ap.add_argument("--resume", action="store_true", help="require an existing checkpoint in --work")
     ap.add_argument("--models", default=None, help="models folder with effnet_lite0_features (default: the checkout's)")
+    ap.add_argument("--cache", default="", help="folder of the cached EfficientNet features (default: <work>/cache; "
+                                                 "runs on the same scenes can share one)")
     ap.add_argument("--n-train", type=int, default=20000, help="training scenes (first n of the train split)")
     ap.add_argument("--n-val", type=int, default=200, help="validation scenes (first n of the val split)")
     ap.add_argument("--steps", type=int, default=4000)
@@ -483,8 +485,9 @@ def main(argv=None):
             setattr(args, k, saved[k])
     sess = feature_session(args.models)
     t0 = time.time()
-    tr_tok, tr_seeds = build_cache(args.work, "train", args.n_train, scenes, sess, log)
-    va_tok, va_seeds = build_cache(args.work, "val", args.n_val, scenes, sess, log)
+    cache = args.cache or os.path.join(args.work, "cache")
+    tr_tok, tr_seeds = build_cache(cache, "train", args.n_train, scenes, sess, log)
+    va_tok, va_seeds = build_cache(cache, "val", args.n_val, scenes, sess, log)
     log(f"features of {len(tr_seeds)} + {len(va_seeds)} scenes ready in {time.time() - t0:.0f} s")
 
     ref_texts = [c for s in tr_seeds[:2000] for c in scenes.captions(scenes.generate(int(s)))]
