@@ -229,3 +229,20 @@ def test_shipped_generation_is_conditioned():
     # control: each image drawn from another scene's feature must fail the same criteria
     ctl, figures = verdict(draw([(k + 1) % 10 for k in range(10)]))
     assert not any(ctl.values()), (ctl, figures)
+
+
+def test_training_vlf_cache_is_tied_to_the_encoder(tmp_path):
+    """The cached training VLFs carry the encoder's hash in their name: after the encoder is
+    retrained, the U-Net's training data is recomputed instead of silently reused."""
+    from gnuradio.semcom.runtime import load_manifest
+
+    man = load_manifest(MODELS)
+    if "vlf_enc" not in man:
+        pytest.skip("vlf_enc is not registered in models/")
+    p = ldm.vlf_cache_path(str(tmp_path), 8000, str(MODELS))
+    assert p == str(tmp_path / f"vlf_train_8000_{man.entry('vlf_enc').sha256[:12]}.npy")
+    images = np.zeros((2, 128, 128, 3), np.uint8)
+    v = ldm.vlf_features(images, str(MODELS), ldm.vlf_cache_path(str(tmp_path), 2, str(MODELS)))
+    assert v.shape == (2, 32, 768) and v.dtype == np.float16
+    cached = np.load(ldm.vlf_cache_path(str(tmp_path), 2, str(MODELS)))
+    np.testing.assert_array_equal(cached, v)

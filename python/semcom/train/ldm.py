@@ -237,6 +237,15 @@ def caption_ids(captions: np.ndarray, tok: WordTokenizer) -> np.ndarray:
     return ids
 
 
+def vlf_cache_path(cache_dir: str, n: int, models_dir: str) -> str:
+    """Where the training VLFs of the first ``n`` scenes are cached: the name carries the first
+    12 hex digits of ``vlf_enc``'s sha256, so features of another encoder are never reused."""
+    from ..runtime import load_manifest
+
+    sha = load_manifest(models_dir).entry("vlf_enc").sha256
+    return os.path.join(cache_dir, f"vlf_train_{n}_{sha[:12]}.npy")
+
+
 def vlf_features(images: np.ndarray, models_dir: str, cache: str | None = None, log=print) -> np.ndarray:
     """VLFs [n, N, d] (float16) of uint8 images through ``vlf_enc`` (ONNX Runtime, 1 thread)."""
     if cache and os.path.exists(cache):
@@ -808,7 +817,7 @@ def train_unet(args):
     n_vlf = min(args.n_vlf or args.n_train, args.n_train)
     if use_vlf:
         vlf = np.load(args.vlf_npy)[:n_vlf] if args.vlf_npy else \
-            vlf_features(data["images"][:n_vlf], args.models, os.path.join(args.cache, f"vlf_train_{n_vlf}.npy"))
+            vlf_features(data["images"][:n_vlf], args.models, vlf_cache_path(args.cache, n_vlf, args.models))
         n_vlf = len(vlf)
         n_q, d = vlf.shape[1:]
     cfg = {"unet_ch": list(args.unet_ch), "ctx_dim": args.ctx_dim, "pos_emb": bool(args.pos_emb), "vlf": use_vlf, "text": use_text,
@@ -1123,7 +1132,7 @@ def main(argv=None):
         return evaluate(args)
     if args.stage == "vlf":
         d = build_cache("train", args.n_train, os.path.join(args.cache, f"train_{args.n_train}.npz"))
-        v = vlf_features(d["images"], args.models, os.path.join(args.cache, f"vlf_train_{args.n_train}.npy"))
+        v = vlf_features(d["images"], args.models, vlf_cache_path(args.cache, args.n_train, args.models))
         return print(f"VLFs {v.shape} -> {args.cache}")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     (train_ae if args.stage == "ae" else train_unet)(args)
