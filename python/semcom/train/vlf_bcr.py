@@ -114,21 +114,28 @@ def write_outputs(rows: list[dict], out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for s, name in zip(snrs, lab):
-        pts = sorted((channel_uses(n, d), by[(n, d, s)], f"{n}×{d}") for n, d in cfgs)
-        for ax, key in zip(axes, ("caption_accuracy", "bleu")):
-            ax.plot([p[0] for p in pts], [p[1][key] for p in pts], "o-", label=name)
-    for ax, title in zip(axes, ("caption attribute accuracy", "BLEU")):
+    # two families through the first configuration: N varies at its d (solid), d varies at its N (dashed)
+    n0, d0 = cfgs[0]
+    fams = ((sorted(c for c in cfgs if c[1] == d0), "-", f"N varies, d = {d0}"),
+            (sorted(c for c in cfgs if c[0] == n0), "--", f"d varies, N = {n0}"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, title in zip(axes, ("caption_accuracy", "bleu"), ("caption attribute accuracy", "BLEU")):
+        for j, (s, name) in enumerate(zip(snrs, lab)):
+            colour = f"C{j}"
+            for fam, style, fam_name in fams:
+                if len(fam) > 1:
+                    ax.plot([channel_uses(*c) for c in fam], [by[(*c, s)][key] for c in fam], "o" + style,
+                            color=colour, label=f"{name}, {fam_name}")
+            rest = [c for c in cfgs if c[1] != d0 and c[0] != n0]
+            ax.plot([channel_uses(*c) for c in rest], [by[(*c, s)][key] for c in rest], "x", color=colour)
         for n, d in cfgs:
-            cu = channel_uses(n, d)
-            ax.annotate(f"{n}×{d}", (cu, by[(n, d, snrs[0])]["caption_accuracy" if ax is axes[0] else "bleu"]),
-                        fontsize=7, textcoords="offset points", xytext=(3, -10))
+            ax.annotate(f"{n}×{d}", (channel_uses(n, d), by[(n, d, snrs[0])][key]), fontsize=7,
+                        textcoords="offset points", xytext=(3, -10))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("channel uses per image (N·d/2)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(title="feature SNR")
+    axes[1].legend(fontsize=6, title="feature SNR", title_fontsize=7)
     fig.suptitle("VLF-MSC caption quality vs the feature's shape N × d (equal training steps)")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "bcr.png"), dpi=120)
