@@ -86,6 +86,11 @@ def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
 
 
+def feature_channel_uses(n_queries: int, dim: int) -> int:
+    """Complex channel uses of an N × d feature sent two reals per symbol: ⌈N·d/2⌉."""
+    return -(-int(n_queries) * int(dim) // 2)
+
+
 def features_to_symbols(vlf: np.ndarray) -> tuple[np.ndarray, float]:
     """(N, d) feature → (unit-power complex64 symbols ⌈N·d/2⌉, RMS scale per complex symbol)."""
     flat = np.asarray(vlf, np.float32).ravel()
@@ -176,7 +181,7 @@ class VlfCodec(Codec):
     @property
     def n_symbols(self) -> int:
         """Complex channel uses per image: ⌈N·d/2⌉."""
-        return -(-self.n_queries * self.dim // 2)
+        return feature_channel_uses(self.n_queries, self.dim)
 
     def channel_uses(self, height: int, width: int) -> int:
         """⌈N·d/2⌉ whatever the image size (the encoder resizes to its input size)."""

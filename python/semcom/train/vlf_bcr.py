@@ -1,6 +1,6 @@
 """VLF-MSC quality vs the number of queries N and their dimension d (a BCR sweep).
 
-    .venv/bin/python -m gnuradio.semcom.train.vlf_bcr --out out/vlf_bcr \\
+    PYTHONPATH=python .venv/bin/python -m semcom.train.vlf_bcr --out out/vlf_bcr \\
         --configs 32x768 8x768 32x192 2x768 32x48 --steps 900
 
 The paper's stated future work: how the caption quality depends on the shape of the
@@ -18,7 +18,8 @@ Each configuration lives in ``<out>/N<N>_d<d>/`` (checkpoint, log, exported mode
 checkpoint, finished evaluations are kept). All configurations share one cache of EfficientNet
 features (``--cache``, by default ``<out>/cache``). Outputs: ``<out>/bcr.csv`` (one row per
 configuration and SNR), ``<out>/bcr.md`` (a table) and ``<out>/bcr.png`` (caption accuracy and
-BLEU vs BCR, one line per SNR).
+BLEU vs channel uses, one line per SNR and family: N varied at the first configuration's d,
+d varied at its N).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ import csv
 import json
 import os
 import time
+
+from ..codecs.vlf import feature_channel_uses as channel_uses
 
 COLUMNS = ("n_queries", "dim", "channel_uses", "bcr_256", "steps", "snr_db", "caption_accuracy", "bleu",
            "shape", "colour", "size", "count", "relation", "train_min")
@@ -42,10 +45,6 @@ def parse_config(text: str) -> tuple[int, int]:
     if n < 1 or d < 2 or d % 2:
         raise ValueError(f"configuration {text!r}: N >= 1 and an even d >= 2 are needed")
     return n, d
-
-
-def channel_uses(n: int, d: int) -> int:
-    return (n * d + 1) // 2
 
 
 def run_config(n, d, args, log=print) -> dict:
