@@ -134,7 +134,8 @@ def write_outputs(rows: list[dict], out: str) -> None:
         ax.set_xlabel("channel uses per image (N·d/2)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6, title="feature SNR", title_fontsize=7)
+    if axes[1].get_legend_handles_labels()[0]:  # no family has two shapes: points only, no legend
+        axes[1].legend(fontsize=6, title="feature SNR", title_fontsize=7)
     fig.suptitle("VLF-MSC caption quality vs the feature's shape N × d (equal training steps)")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "bcr.png"), dpi=120)
