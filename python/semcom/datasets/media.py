@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -224,11 +224,11 @@ def audio_events(seed) -> list:
 
 def synthesize(events: list, seed: int = 0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The waveform of ``events`` (float32, ``AUDIO_SECONDS`` long)."""
-    n = int(round(AUDIO_SECONDS * sample_rate))
+    n = round(AUDIO_SECONDS * sample_rate)
     out = np.zeros(n, np.float64)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, _AUDIO_STREAM, 1])
     for ev in events:
-        i0, m = int(round(ev.start * sample_rate)), int(round(ev.duration * sample_rate))
+        i0, m = round(ev.start * sample_rate), round(ev.duration * sample_rate)
         t = np.arange(m) / sample_rate
         if ev.kind == "tone":
             x = np.sin(2 * np.pi * PITCHES[ev.pitch] * t)
@@ -246,7 +246,7 @@ def synthesize(events: list, seed: int = 0, sample_rate: int = SAMPLE_RATE) -> n
     return np.clip(out, -1, 1).astype(np.float32)
 
 
-def audio_captions(events: list, seed: int = 0) -> list:
+def audio_captions(events: list) -> list:
     """Five captions of the clip (the events in order; connectives and phrasings vary)."""
     joins = (" followed by ", ", then ", " and then ", " followed by ", ", then ")
     out = []
@@ -259,7 +259,7 @@ def audio_captions(events: list, seed: int = 0) -> list:
 def audio_clip(seed) -> AudioClip:
     """The audio clip of ``seed``."""
     events = audio_events(seed)
-    return AudioClip(int(seed), events, synthesize(events, seed), audio_captions(events, seed))
+    return AudioClip(int(seed), events, synthesize(events, seed), audio_captions(events))
 
 
 _EVENT = re.compile(r"(low|mid|high) (?:pitched )?tone|(rising|falling) chirp|chirp going (up|down)|"

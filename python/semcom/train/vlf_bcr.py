@@ -173,7 +173,8 @@ def main(argv=None):
         print(f"[{k + 1}/{len(configs)}] N={n} d={d} ({channel_uses(n, d)} channel uses)", flush=True)
         rows += rows_of(run_config(n, d, args))
         write_outputs(rows, args.out)
-    print(open(os.path.join(args.out, "bcr.md")).read())
+    with open(os.path.join(args.out, "bcr.md")) as f:
+        print(f.read())
     print(f"sweep done in {(time.time() - t0) / 60:.1f} min -> {args.out}/bcr.csv, bcr.md, bcr.png")
 
 
