@@ -12,7 +12,7 @@ export GRC_BLOCKS_PATH := $(PREFIX)/share/gnuradio/grc/blocks
 export SEMCOM_PREFIX := $(PREFIX)
 # GNU Radio Companion's Gtk 3 introspection, which `--no-install-recommends` leaves out
 GRC_APT := gir1.2-gtk-3.0 python3-gi-cairo
-BASE_APT := gnuradio gnuradio-dev cmake g++ make python3-venv python3-pip pkg-config
+BASE_APT := gnuradio gnuradio-dev cmake g++ make python3-venv python3-pip pkg-config espeak-ng
 
 # apt-get install the packages of $(1) unless all are installed
 define apt_install

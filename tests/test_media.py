@@ -94,6 +94,9 @@ def test_audio_events_are_what_the_ground_truth_says(seed):
             spec = [np.abs(np.fft.rfft(p)) for p in (seg[:h], seg[h:2 * h])]
             centre = [np.sum(s * np.arange(len(s))) / s.sum() for s in spec]
             assert (centre[1] > centre[0]) == (ev.sweep == "rising")
+        elif ev.kind == "word":  # the word as eSpeak NG speaks it, at the event's level
+            speech = media.spoken_word(ev.word, ev.voice, ev.speed)[:n]
+            np.testing.assert_allclose(seg[:speech.size], np.clip(ev.amplitude * speech, -1, 1), atol=1e-6)
         else:  # white noise: energy spread over the band
             assert _band_energy(seg, 4000) < 0.2 and seg.std() > 0.05
     assert np.abs(clip.audio[~busy]).max() == 0.0  # silence between the events
@@ -116,6 +119,19 @@ def test_audio_accuracy_is_exact_and_deterministic():
         assert media.audio_accuracy(swapped, c) < 1.0  # the order is part of the truth
     assert media.parse_audio_caption("three short high beeps, then a chirp going down and a noise burst") == [
         ("beeps", 3), ("chirp", "falling"), ("noise", None)]
+    assert media.parse_audio_caption("someone says stop, then the spoken word yes") == [("word", "stop"), ("word", "yes")]
+
+
+def test_spoken_words_differ_and_need_espeak(monkeypatch):
+    a, b = media.spoken_word("yes"), media.spoken_word("seven")
+    assert a.dtype == np.float32 and 0.1 < a.size / media.SAMPLE_RATE < 0.8 and np.abs(a).max() == 1.0
+    assert b.size > a.size  # two syllables
+    assert media.spoken_word("yes", 30).size != 0 and not np.array_equal(media.spoken_word("yes", 30), a)
+    media.spoken_word.cache_clear()
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(RuntimeError, match="espeak-ng"):
+        media.spoken_word("no")
+    media.spoken_word.cache_clear()
 
 
 def test_splits_and_no_gnuradio_import(repo_root):

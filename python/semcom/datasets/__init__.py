@@ -5,6 +5,6 @@ captions, question/answer pairs, masks and an exact caption accuracy. ``media``:
 (moving shapes) and audio clips (tones, chirps, noise bursts, beeps) with captions and an exact
 accuracy each, for the multi-task benchmark. See docs/scenes.md.
 """
-from . import media, scenes
+from . import media, multitask, scenes
 
-__all__ = ["media", "scenes"]
+__all__ = ["media", "multitask", "scenes"]

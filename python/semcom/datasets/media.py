@@ -13,13 +13,19 @@ moves right while the blue square stays still", ...
 
 **Audio** (:func:`audio_clip`): 1 s at 16 kHz, one to three sound events one after another, each
 a tone (low 300 Hz, mid 800 Hz, high 2000 Hz), a chirp (rising or falling between 300 and
-2500 Hz), a burst of white noise, or two to four short beeps at one pitch, with 50 ms fades and
+2500 Hz), a burst of white noise, two to four short beeps at one pitch, or a spoken word (one of
+``WORDS``, synthesised by eSpeak NG at a pitch and speed of the seed), with 50 ms fades and
 short silences between. Captions: "a high tone followed by a rising chirp", "a burst of noise,
-then three short beeps", ...
+then three short beeps", "someone says stop, then a low tone", ...
+
+Spoken words need the ``espeak-ng`` program (Debian package ``espeak-ng``, installed by the
+set-up); without it :func:`audio_clip` raises RuntimeError for a clip with a word.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import re
 from dataclasses import dataclass
 
@@ -162,14 +168,17 @@ SAMPLE_RATE = 16000
 AUDIO_SECONDS = 1.0
 PITCHES = {"low": 300.0, "mid": 800.0, "high": 2000.0}
 CHIRP_RANGE = (300.0, 2500.0)
-EVENT_KINDS = ("tone", "chirp", "noise", "beeps")
+EVENT_KINDS = ("tone", "chirp", "noise", "beeps", "word")
+WORDS = ("yes", "no", "stop", "go", "hello", "seven")
 _FADE_S = 0.05
 
 
 @dataclass
 class SoundEvent:
     """One event: ``kind`` ∈ EVENT_KINDS; ``pitch`` (tone, beeps) ∈ PITCHES; ``sweep`` (chirp)
-    "rising" or "falling"; ``count`` (beeps); ``start`` and ``duration`` in seconds."""
+    "rising" or "falling"; ``count`` (beeps); ``word`` (word) ∈ WORDS, spoken at ``voice``
+    (eSpeak NG pitch 0–99) and ``speed`` (words per minute); ``start`` and ``duration`` in
+    seconds (a word's duration is the length of its speech, cut to the event's slot)."""
     kind: str
     start: float
     duration: float
@@ -177,6 +186,9 @@ class SoundEvent:
     sweep: str | None = None
     count: int = 0
     amplitude: float = 0.5
+    word: str | None = None
+    voice: int = 50
+    speed: int = 170
 
     def phrase(self, variant: int = 0) -> str:
         if self.kind == "tone":
@@ -186,6 +198,8 @@ class SoundEvent:
                 variant % 2]
         if self.kind == "noise":
             return ("a burst of noise", "a noise burst")[variant % 2]
+        if self.kind == "word":
+            return (f"someone says {self.word}", f"the spoken word {self.word}")[variant % 2]
         return f"{scenes.NUMBERS[self.count]} short {self.pitch} beeps" if variant % 2 else \
             f"{scenes.NUMBERS[self.count]} short beeps"
 
@@ -218,8 +232,45 @@ def audio_events(seed) -> list:
             ev.sweep = ("rising", "falling")[int(rng.integers(2))]
         if kind == "beeps":
             ev.count = int(rng.integers(2, 5))
+        if kind == "word":
+            ev.word = WORDS[int(rng.integers(len(WORDS)))]
+            ev.voice, ev.speed = int(rng.integers(30, 71)), int(rng.integers(150, 211))
+            ev.amplitude = float(round(0.6 + 0.3 * rng.random(), 3))
+            speech = spoken_word(ev.word, ev.voice, ev.speed)
+            ev.duration = float(round(min(slot - 0.06, len(speech) / SAMPLE_RATE), 4))
+            ev.start = float(round(k * slot + 0.02 + (slot - 0.04 - ev.duration) * rng.random(), 4))
         events.append(ev)
     return events
+
+
+@functools.lru_cache(maxsize=256)
+def spoken_word(word: str, voice: int = 50, speed: int = 170) -> np.ndarray:
+    """``word`` spoken by eSpeak NG (voice "en", pitch ``voice``, ``speed`` words per minute) at
+    ``SAMPLE_RATE``: float32, leading and trailing silence cut, peak 1. RuntimeError when the
+    ``espeak-ng`` program is missing or fails."""
+    import io
+    import shutil
+    import subprocess
+
+    from scipy.signal import resample_poly
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise RuntimeError("spoken words need the espeak-ng program (Debian: apt install espeak-ng)")
+    r = subprocess.run([exe, "-v", "en", "-p", str(int(voice)), "-s", str(int(speed)), "--stdout", str(word)],
+                       capture_output=True, timeout=30)
+    if r.returncode != 0 or len(r.stdout) < 64:
+        raise RuntimeError(f"espeak-ng failed for {word!r}: {r.stderr.decode(errors='replace').strip()}")
+    import wave
+
+    with wave.open(io.BytesIO(r.stdout)) as w:
+        rate, raw = w.getframerate(), w.readframes(w.getnframes())
+    x = np.frombuffer(raw, "<i2").astype(np.float64) / 32768.0
+    g = math.gcd(SAMPLE_RATE, rate)
+    x = resample_poly(x, SAMPLE_RATE // g, rate // g)
+    on = np.flatnonzero(np.abs(x) > 0.02 * np.abs(x).max())
+    x = x[on[0]:on[-1] + 1]
+    return (x / np.abs(x).max()).astype(np.float32)
 
 
 def synthesize(events: list, seed: int = 0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -238,10 +289,14 @@ def synthesize(events: list, seed: int = 0, sample_rate: int = SAMPLE_RATE) -> n
             x = np.sin(2 * np.pi * f0 * (np.exp(k * t) - 1) / k)
         elif ev.kind == "noise":
             x = np.clip(rng.standard_normal(m) / 3, -1, 1)
+        elif ev.kind == "word":
+            x = spoken_word(ev.word, ev.voice, ev.speed)[:m].astype(np.float64)
+            x = np.pad(x, (0, m - x.size))
         else:  # beeps: equal on/off times
             on = np.floor(t / (ev.duration / (2 * ev.count - 1))).astype(int) % 2 == 0
             x = np.sin(2 * np.pi * PITCHES[ev.pitch] * t) * on
-        fade = np.minimum(1.0, np.minimum(t, ev.duration - t) / _FADE_S) if ev.kind != "beeps" else 1.0
+        fade = np.minimum(1.0, np.minimum(t, ev.duration - t) / _FADE_S) if ev.kind in ("tone", "chirp", "noise") \
+            else 1.0
         out[i0:i0 + m] += ev.amplitude * x * fade
     return np.clip(out, -1, 1).astype(np.float32)
 
@@ -263,12 +318,13 @@ def audio_clip(seed) -> AudioClip:
 
 
 _EVENT = re.compile(r"(low|mid|high) (?:pitched )?tone|(rising|falling) chirp|chirp going (up|down)|"
-                    r"(?:burst of noise|noise burst)|(two|three|four) short (?:(low|mid|high) )?beeps")
+                    r"(?:burst of noise|noise burst)|(two|three|four) short (?:(low|mid|high) )?beeps|"
+                    r"(?:someone says|the spoken word) (" + "|".join(WORDS) + r")\b")
 
 
 def parse_audio_caption(text: str) -> list:
     """[(kind, detail), ...] in the caption's order: ("tone", pitch), ("chirp", sweep),
-    ("noise", None), ("beeps", count)."""
+    ("noise", None), ("beeps", count), ("word", word)."""
     out = []
     for m in _EVENT.finditer(str(text).lower()):
         if m.group(1):
@@ -277,6 +333,8 @@ def parse_audio_caption(text: str) -> list:
             out.append(("chirp", m.group(2) or ("rising" if m.group(3) == "up" else "falling")))
         elif m.group(4):
             out.append(("beeps", scenes.NUMBERS.index(m.group(4))))
+        elif m.group(6):
+            out.append(("word", m.group(6)))
         else:
             out.append(("noise", None))
     return out
@@ -285,7 +343,7 @@ def parse_audio_caption(text: str) -> list:
 def audio_accuracy(text: str, clip: AudioClip) -> float:
     """Share of the clip's events stated at their position in the caption with the right kind
     and detail; hits / max(events, statements)."""
-    truth = [(e.kind, {"tone": e.pitch, "chirp": e.sweep, "noise": None, "beeps": e.count}[e.kind])
+    truth = [(e.kind, {"tone": e.pitch, "chirp": e.sweep, "noise": None, "beeps": e.count, "word": e.word}[e.kind])
              for e in clip.events]
     said = parse_audio_caption(text)
     hits = sum(1 for a, b in zip(said, truth) if a == b)
