@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pmt
 
-__all__ = ["c32_to_pmt", "pmt_to_c32", "f32_to_pmt", "u8_to_pmt", "pmt_to_u8"]
+__all__ = ["c32_to_pmt", "pmt_to_c32", "f32_to_pmt", "pmt_to_f32", "u8_to_pmt", "pmt_to_u8"]
 
 
 def _uvec_codec(make, dtype):
@@ -34,7 +34,7 @@ def _uvec_codec(make, dtype):
 
 #: complex64 array ↔ c32vector
 c32_to_pmt, pmt_to_c32 = _uvec_codec(pmt.init_c32vector, ">c8")
-#: float32 array → f32vector
-f32_to_pmt, _ = _uvec_codec(pmt.init_f32vector, ">f4")
+#: float32 array ↔ f32vector
+f32_to_pmt, pmt_to_f32 = _uvec_codec(pmt.init_f32vector, ">f4")
 #: uint8 array (or bytes) ↔ u8vector
 u8_to_pmt, pmt_to_u8 = _uvec_codec(pmt.init_u8vector, ">u1")

@@ -29,7 +29,7 @@ from .ofdm import make_params, ofdm_rx, ofdm_tx
 from .pmtvec import c32_to_pmt, pmt_to_u8, u8_to_pmt
 from .vlf import vlf_caption_decoder, vlf_codec, vlf_encoder, vlf_image_decoder
 
-__all__ = ["VlfLinkConfig", "vlf_sink", "vlf_link_flowgraph", "run_vlf_link", "run_frames"]
+__all__ = ["VlfLinkConfig", "frame_collector", "vlf_sink", "vlf_link_flowgraph", "run_vlf_link", "run_frames"]
 
 
 @dataclass
@@ -57,48 +57,41 @@ class VlfLinkConfig:
     history: int = DEFAULT_HISTORY
 
 
-class vlf_sink(MessageGuard, gr.basic_block):
-    """Collects the caption and the image decoded from each frame and acknowledges the frame.
+class frame_collector(MessageGuard, gr.basic_block):
+    """Base of the sinks that gather the outputs decoded from one frame in several branches
+    (tasks) and acknowledge the frame once every branch in ``branches`` has answered.
 
-    Message inputs ``caption`` (``vlf_caption_decoder``'s ``out``) and ``image``
-    (``vlf_image_decoder``'s ``out``); output ``ack`` (connect the image source's ``next``):
-    one message per frame once every branch in ``branches`` ("caption", "image") has
-    answered for its ``seq``. ``rows``: the newest ``history`` frames, dicts with ``seq``,
-    ``snr_est_db``, ``caption``, ``caption_status``, ``caption_latency_s``, ``image``
-    (uint8 array or None), ``image_status``, ``image_latency_s``, ``t`` (seconds since the
-    first answer); ``count()`` counts every frame. Malformed PDUs are logged, counted in
-    ``dropped()`` and skipped.
-
-    Lost frames: connect the encoder's ``out`` to ``tx`` and the receiver's ``out`` to ``rx``;
-    a frame that was sent (``tx``) but that the receiver did not hand over (``rx``, same
-    ``seq``) within ``lost_after_s`` seconds (missed preamble, header CRC failure) gets a row
-    with both statuses "lost" and is acknowledged, so a stop-and-wait source goes on at once
-    instead of waiting out its own timeout. ``lost`` counts them. Without ``tx`` connected
-    nothing is declared lost.
+    Input ports ``tx`` and ``rx`` (connect the encoder's and the receiver's ``out``) declare a
+    frame lost when the receiver did not hand it over within ``lost_after_s`` seconds of its
+    sending (missed preamble, header CRC failure): it gets a row with every branch's status
+    "lost" and is acknowledged at once, so a stop-and-wait source goes on. Output ``ack``.
+    ``rows``: the newest ``history`` frames (``seq``, ``snr_est_db``, per branch its value
+    fields, ``<branch>_status`` and ``<branch>_latency_s``, ``t``: seconds since the first
+    answer); ``count()`` counts every frame, ``lost`` the frames declared lost, ``heard`` the
+    frames the receiver handed over. Subclasses register their branch ports and call
+    ``_part(meta, branch, **values)``; ``_lost_values()`` gives the value fields of a lost row.
     """
 
-    def __init__(self, branches=("caption", "image"), lost_after_s=5.0, history=DEFAULT_HISTORY):
-        gr.basic_block.__init__(self, "semcom_vlf_sink", None, None)
+    def __init__(self, name, branches, allowed, lost_after_s=5.0, history=DEFAULT_HISTORY):
+        gr.basic_block.__init__(self, name, None, None)
         if not float(lost_after_s) > 0:
             raise ValueError(f"lost_after_s must be > 0 [s], got {lost_after_s!r}")
         self.lost_after_s = float(lost_after_s)
-        self.lost = self.heard = 0  # frames declared lost / handed over by the receiver (``rx``)
+        self.lost = self.heard = 0
         self._timers = {}
         if isinstance(branches, str):
             branches = [b.strip() for b in branches.split(",") if b.strip()]
         self.branches = tuple(branches)
-        if not self.branches or any(b not in ("caption", "image") for b in self.branches):
-            raise ValueError(f"branches must be a non-empty subset of ('caption', 'image'), got {branches!r}")
+        if not self.branches or any(b not in allowed for b in self.branches):
+            raise ValueError(f"branches must be a non-empty subset of {tuple(allowed)}, got {branches!r}")
         self.rows = history_buffer(history)
         self._count = 0
         self._open = {}
         self._t0 = None
         self._lock = threading.Lock()
-        for b in ("caption", "image", "tx", "rx"):
+        for b in ("tx", "rx"):
             self.message_port_register_in(pmt.intern(b))
         self.message_port_register_out(pmt.intern("ack"))
-        self.set_msg_handler(pmt.intern("caption"), self._on_caption)
-        self.set_msg_handler(pmt.intern("image"), self._on_image)
         self.set_msg_handler(pmt.intern("tx"), self._on_tx)
         self.set_msg_handler(pmt.intern("rx"), self._on_rx)
 
@@ -132,13 +125,16 @@ class vlf_sink(MessageGuard, gr.basic_block):
         if timer is not None:
             timer.cancel()
 
+    def _lost_values(self) -> dict:
+        return {}
+
     def _declare_lost(self, seq):
         with self._lock:
             if self._timers.pop(seq, None) is None or seq in self._open:
                 return
             if self._t0 is None:
                 self._t0 = time.monotonic()
-            row = {"seq": seq, "snr_est_db": np.nan, "caption": "", "image": None, "t": time.monotonic() - self._t0}
+            row = {"seq": seq, "snr_est_db": np.nan, **self._lost_values(), "t": time.monotonic() - self._t0}
             for b in self.branches:
                 row[f"{b}_status"] = "lost"
                 row[f"{b}_latency_s"] = np.nan
@@ -148,28 +144,8 @@ class vlf_sink(MessageGuard, gr.basic_block):
         self.message_port_pub(pmt.intern("ack"), pmt.PMT_T)
 
     def count(self) -> int:
-        """Frames completed (every branch answered)."""
+        """Frames completed (every branch answered, or lost)."""
         return self._count
-
-    @message_handler("caption")
-    def _on_caption(self, msg):
-        meta = _meta_dict(msg)
-        caption = meta.get("caption", "")
-        if not isinstance(caption, str):
-            raise ValueError(f"metadata 'caption' must be a string, got {caption!r}")
-        self._part(meta, "caption", caption=caption)
-
-    @message_handler("image")
-    def _on_image(self, msg):
-        meta = _meta_dict(msg)
-        vec = pmt.cdr(msg)
-        if not pmt.is_u8vector(vec):
-            raise ValueError("image PDU vector must be a u8vector")
-        h, w = meta_int(meta, "height", 0, 0), meta_int(meta, "width", 0, 0)
-        n = pmt.length(vec)
-        if n != h * w * 3:
-            raise ValueError(f"image PDU of {n} bytes does not match {h}x{w}x3")
-        self._part(meta, "image", image=pmt_to_u8(vec).reshape(h, w, 3) if n else None)
 
     def _part(self, meta, branch, **value):
         if branch not in self.branches:
@@ -192,6 +168,57 @@ class vlf_sink(MessageGuard, gr.basic_block):
             self.rows.append(row)
             self._count += 1
         self.message_port_pub(pmt.intern("ack"), pmt.PMT_T)
+
+
+class vlf_sink(frame_collector):
+    """Collects the caption and the image decoded from each frame and acknowledges the frame.
+
+    Message inputs ``caption`` (``vlf_caption_decoder``'s ``out``) and ``image``
+    (``vlf_image_decoder``'s ``out``); output ``ack`` (connect the image source's ``next``):
+    one message per frame once every branch in ``branches`` ("caption", "image") has
+    answered for its ``seq``. ``rows``: the newest ``history`` frames, dicts with ``seq``,
+    ``snr_est_db``, ``caption``, ``caption_status``, ``caption_latency_s``, ``image``
+    (uint8 array or None), ``image_status``, ``image_latency_s``, ``t`` (seconds since the
+    first answer); ``count()`` counts every frame. Malformed PDUs are logged, counted in
+    ``dropped()`` and skipped.
+
+    Lost frames: connect the encoder's ``out`` to ``tx`` and the receiver's ``out`` to ``rx``;
+    a frame that was sent (``tx``) but that the receiver did not hand over (``rx``, same
+    ``seq``) within ``lost_after_s`` seconds (missed preamble, header CRC failure) gets a row
+    with both statuses "lost" and is acknowledged, so a stop-and-wait source goes on at once
+    instead of waiting out its own timeout. ``lost`` counts them. Without ``tx`` connected
+    nothing is declared lost.
+    """
+
+    def __init__(self, branches=("caption", "image"), lost_after_s=5.0, history=DEFAULT_HISTORY):
+        frame_collector.__init__(self, "semcom_vlf_sink", branches, ("caption", "image"), lost_after_s, history)
+        for b in ("caption", "image"):
+            self.message_port_register_in(pmt.intern(b))
+        self.set_msg_handler(pmt.intern("caption"), self._on_caption)
+        self.set_msg_handler(pmt.intern("image"), self._on_image)
+
+    def _lost_values(self):
+        return {"caption": "", "image": None}
+
+    @message_handler("caption")
+    def _on_caption(self, msg):
+        meta = _meta_dict(msg)
+        caption = meta.get("caption", "")
+        if not isinstance(caption, str):
+            raise ValueError(f"metadata 'caption' must be a string, got {caption!r}")
+        self._part(meta, "caption", caption=caption)
+
+    @message_handler("image")
+    def _on_image(self, msg):
+        meta = _meta_dict(msg)
+        vec = pmt.cdr(msg)
+        if not pmt.is_u8vector(vec):
+            raise ValueError("image PDU vector must be a u8vector")
+        h, w = meta_int(meta, "height", 0, 0), meta_int(meta, "width", 0, 0)
+        n = pmt.length(vec)
+        if n != h * w * 3:
+            raise ValueError(f"image PDU of {n} bytes does not match {h}x{w}x3")
+        self._part(meta, "image", image=pmt_to_u8(vec).reshape(h, w, 3) if n else None)
 
 
 class vlf_link_flowgraph(gr.top_block):

@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = ["BLEU_SETTINGS", "BERTSCORE_NAME", "BERTSCORE_BACKBONE", "BERTSCORE_LAYER", "BertScore",
            "bleu", "sentence_bleu", "bertscore", "bertscore_prf", "bertscore_model_dir",
-           "bertscore_signature"]
+           "bertscore_signature", "cider", "cider_tokens"]
 
 #: sacrebleu ``BLEU`` arguments used by ``bleu`` and ``sentence_bleu`` (sacrebleu's defaults)
 BLEU_SETTINGS = {"tokenize": "13a", "smooth_method": "exp", "lowercase": False, "max_ngram_order": 4}
@@ -119,6 +119,35 @@ def sentence_bleu(hyp: str, refs) -> float:
     if not isinstance(hyp, str):
         raise TypeError(f"hyp is {type(hyp).__name__}, expected str")
     return float(_bleu_metric(True).sentence_score(hyp, _ref_group(refs, "refs")).score)
+
+
+# ----------------------------------------------------------------------------- CIDEr-D
+
+def cider_tokens(text: str) -> str:
+    """The tokenisation CIDEr-D is computed on: lower case, runs of letters and digits, joined
+    by spaces (punctuation dropped, as the COCO evaluation's PTB tokenizer does; no Java)."""
+    import re
+
+    return " ".join(re.findall(r"[a-z0-9]+", str(text).lower()))
+
+
+def cider(hyps, refs) -> tuple[float, np.ndarray]:
+    """CIDEr-D (×1, the COCO scale where good captioners reach ≈ 1) of ``hyps`` against
+    ``refs`` (references per hypothesis, as for :func:`bleu`): ``pycocoevalcap``'s ``Cider``
+    scorer (n = 4, σ = 6, clipped term frequencies, length penalty), on :func:`cider_tokens`.
+    Its document frequencies come from the references of this corpus, so a score depends on
+    the corpus it is part of: compare systems on the same items. Returns (corpus score,
+    per-hypothesis scores). An empty corpus raises ValueError."""
+    from pycocoevalcap.cider.cider import Cider
+
+    hyps = _hyp_list(hyps)
+    groups = _ref_groups(refs, len(hyps))
+    if not hyps:
+        raise ValueError("CIDEr of no hypotheses")
+    gts = {i: [cider_tokens(r) for r in g] for i, g in enumerate(groups)}
+    res = {i: [cider_tokens(h)] for i, h in enumerate(hyps)}
+    score, per = Cider().compute_score(gts, res)
+    return float(score), np.asarray(per, np.float64)
 
 
 # ----------------------------------------------------------------------------- BERTScore
