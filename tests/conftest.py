@@ -32,3 +32,21 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def mtsc_models(tmp_path_factory):
+    """Models directory of the multi-task tests ("" = the shipped models; see mtsc_backend.py)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import mtsc_backend
+
+    return mtsc_backend.models(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mtsc_tiny(tmp_path_factory):
+    """A tiny random export of both multi-task systems (always built: the export's own test)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import mtsc_backend
+
+    return mtsc_backend.build_tiny(tmp_path_factory.mktemp("mtsc_tiny_export"))

@@ -51,7 +51,7 @@ from ..runtime import load_model
 from ..runtime.manifest import default_models_dir, load_manifest
 from .base import Csi, as_rgb_uint8
 from .importance import side_cost
-from .mtsc_inputs import EOS, GROUP, LEVELS, PAD, Layout, Vocab, image_input, log_mel, video_input
+from .mtsc_inputs import EOS, GROUP, UNK, LEVELS, PAD, Layout, Vocab, image_input, log_mel, video_input
 
 __all__ = ["MtscCodec", "MtscEncoded", "STATUSES", "DECODED", "SIDE_LEN", "allocate", "pack_rate_map",
            "unpack_rate_map", "prepare", "TASKS"]
@@ -166,7 +166,7 @@ def prepare(image, question: str, audio, video, vocab: Vocab, layout: Layout, im
     if not isinstance(question, str) or (strict and not question.strip()):
         raise ValueError("empty question: the VQA task needs a question")
     q, qm = vocab.question_ids(question, layout.question)
-    if strict and qm.sum() == 0:
+    if strict and not (q[qm > 0] != UNK).any():
         raise ValueError(f"the question {question!r} has no word the model knows")
     a = np.asarray(audio, np.float64).ravel()
     if a.size == 0 or not np.all(np.isfinite(a)):

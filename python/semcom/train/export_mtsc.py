@@ -154,7 +154,7 @@ def export(model, ckpt_meta, models_dir, prefix="mtsc", training=None, val=None,
     with tempfile.TemporaryDirectory() as td:
         for part, (mod, args, ins, outs, dyn) in graphs.items():
             path = pathlib.Path(td) / f"{prefix}_{part}.onnx"
-            _export(mod, args, path, ins, outs, dyn)
+            _export(mod.eval(), args, path, ins, outs, dyn)
             if check:
                 sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                 got = sess.run(None, {n: a.numpy() for n, a in zip(ins, args)})
