@@ -24,7 +24,8 @@ def shipped() -> bool:
 
 def build_tiny(models_dir, seed=0) -> str:
     """Export a tiny random model of each system (d_model 32, one layer) into ``models_dir``,
-    its rate-distortion table calibrated on 8 validation items; returns the directory."""
+    its rate-distortion table calibrated on 8 validation items, and keep its torch checkpoint
+    (``<system>_tiny.pt``) for comparisons; returns the directory."""
     import torch
 
     from gnuradio.semcom.train import export_mtsc, mtsc
@@ -36,7 +37,9 @@ def build_tiny(models_dir, seed=0) -> str:
         torch.manual_seed(seed + k)
         cfg = MtscConfig(vocab_size=len(mtsc.vocab()), d_model=32, encoder_layers=1, decoder_layers=1, heads=2,
                          ffn=64, fuse=system == "mtsc")
-        export_mtsc.export(MtscModel(cfg).eval(), {"step": 0}, out, system, {"notes": "tiny random test model"}, val)
+        model = MtscModel(cfg).eval()
+        export_mtsc.export(model, {"step": 0}, out, system, {"notes": "tiny random test model"}, val)
+        torch.save({"model": model.state_dict(), "cfg": cfg.to_dict(), "step": 0}, out / f"{system}_tiny.pt")
     return str(out)
 
 

@@ -127,6 +127,7 @@ KEY_OPTIONS = {
     "image_link.grc": ["--snr-db", "--rate", "--images", "--size", "--limit", "--csv", "--out-dir"],
     "loopback.grc": ["--snr-db", "--n-frames", "--payload-len", "--cfo-sc", "--timing-offset", "--interval"],
     "vlf_link.grc": ["--snr", "--channel", "--images", "--size", "--limit", "--steps", "--backend", "--out", "--csv"],
+    "mtsc_link.grc": ["--snr", "--channel", "--k-factor", "--items", "--budget", "--rate", "--system", "--models"],
     "zmq_link/tx.grc": ["--tx-port", "--frames", "--payload-len", "--interval", "--tail-symbols"],
     "zmq_link/channel.grc": ["--tx-port", "--rx-port", "--snr", "--cfo", "--timing-offset"],
     "zmq_link/rx.grc": ["--rx-port", "--seed", "--snr"],
@@ -225,6 +226,23 @@ def test_vlf_link_rayleigh_option(tmp_path, vlf_backend):
     assert rc == 0, f"{out}\n{err}"
     assert "images: received 1/1, ok 1, lost 0" in out, out
     rc, out, err = run_flowgraph(script, tmp_path, ["--backend", vlf_backend, "--channel", "moon"], timeout=120)
+    assert rc != 0 and "moon" in err, err
+
+
+TASK_PRINT = re.compile(r"\(task \. (vqa|caption_image|caption_audio|caption_video|reconstruction)\)")
+
+
+def test_mtsc_link_ends_by_itself(tmp_path, mtsc_models):
+    script = generate(APPS / "mtsc_link.grc", tmp_path)
+    args = ["--items", "multitask:test:2", "--snr", "20", "--models", mtsc_models]
+    t0 = time.monotonic()
+    rc, out, err = run_flowgraph(script, tmp_path, args, timeout=300)
+    assert rc == 0, f"did not end by itself (rc {rc}, {time.monotonic() - t0:.0f} s):\n{out}\n{err}"
+    tasks = TASK_PRINT.findall(out)
+    assert len(tasks) == 10 and set(tasks) == {"vqa", "caption_image", "caption_audio", "caption_video",
+                                               "reconstruction"}, out  # five task PDUs per frame
+    assert "(status . ok)" in out and "Traceback" not in err
+    rc, out, err = run_flowgraph(script, tmp_path, ["--models", mtsc_models, "--channel", "moon"], timeout=120)
     assert rc != 0 and "moon" in err, err
 
 

@@ -429,6 +429,86 @@ def case_vlf_sink():
         assert snk.lost == 0
 
 
+def _mtsc_item():
+    from gnuradio.semcom.datasets import multitask
+
+    return multitask.item(1_000_003)
+
+
+def case_mtsc_source():
+    src = semcom.mtsc_source("multitask:val:1", repeat=100, pace="ack", timeout_s=60, linger_s=-1)
+    with Rig(src, ["next"], ["out"]):
+        assert wait_until(lambda: src.sent == 1)
+        bad = NOT_PDU + [("c32 pdu", pdu({}, c32([1])))]
+        fuzz("mtsc_source", src, "next", bad, pmt.PMT_T, lambda: src.sent == len(bad) + 2, src.dropped, n_unusable=0)
+
+
+def case_mtsc_encoder(mtsc_models):
+    it = _mtsc_item()
+    good = semcom.mtsc_pdu(it.image, it.question, it.audio.audio, it.video.frames, dict(item_id=7))
+    enc = semcom.mtsc_encoder(models=mtsc_models)
+    with Rig(enc, ["in", "csi"], ["out", "rejected"]) as r:
+        bad = NOT_PDU + bad_image({})
+        bad += [(name, semcom.mtsc_pdu(*args)) for name, args in (
+            ("empty question", (it.image, "", it.audio.audio, it.video.frames)),
+            ("silent audio", (it.image, it.question, np.zeros(16000), it.video.frames)),
+            ("NaN audio", (it.image, it.question, np.full(16000, np.nan), it.video.frames)))]
+        d = pmt.car(good)
+        bad += [("no audio", pmt.cons(pmt.dict_delete(d, pmt.intern("audio")), pmt.cdr(good))),
+                ("video u8 short", pmt.cons(pmt.dict_add(d, pmt.intern("video"), u8(np.zeros(10))), pmt.cdr(good))),
+                ("question=5", pmt.cons(pmt.dict_add(d, pmt.intern("question"), pmt.from_long(5)), pmt.cdr(good)))]
+        fuzz("mtsc_encoder", enc, "in", bad, good, lambda: len(r.out("out")) == 1, enc.dropped)
+        assert enc.failed == len(bad) and len(r.out("rejected")) == len(bad)
+        rej = pmt.to_python(pmt.car(r.out("rejected")[-1]))
+        assert rej["status"] == "bad_input" and "question" in rej["reason"]
+        meta = pmt.to_python(pmt.car(r.out("out")[0]))
+        assert meta["codec_id"] == 9 and meta["item_id"] == 7 and meta["channel_uses"] <= 1024
+        good_csi = pdu(dict(snr_est_db=3.5), c32(np.ones(4)))
+        bad = NOT_PDU + bad_meta({}, ["snr_est_db"], c32(np.ones(4)))
+        fuzz("mtsc_encoder", enc, "csi", bad, good_csi, lambda: enc.tx_snr_db == 3.5, enc.dropped)
+
+
+def case_mtsc_decoder(mtsc_models):
+    from gnuradio.semcom.codecs.mtsc import TASKS
+
+    c = semcom.mtsc_codec(mtsc_models)
+    it = _mtsc_item()
+    e = c.encode(c.prepare(it.image, it.question, it.audio.audio, it.video.frames), 10.0)
+    meta = dict(codec_id=9, seq=0, snr_est_db=20.0, noise_var=0.01, equalizer="zf",
+                side_info=u8(np.frombuffer(e.side_info, np.uint8)))
+    dec = semcom.mtsc_decoder(models=mtsc_models)
+    with Rig(dec, ["in"], ["out"] + list(TASKS)) as r:
+        n = e.symbols.size
+        bad = NOT_PDU + [("u8 vector", pdu(meta, u8(np.ones(n)))), ("nil vector", pdu(meta, pmt.PMT_NIL))]
+        bad += bad_meta(meta, ["snr_est_db", "codec_id", "seq", "side_info", "noise_var", "equalizer"], c32(e.symbols))
+
+        def statuses():
+            return [pmt.to_python(pmt.car(m)).get("status") for m in r.out("vqa")]
+
+        fuzz("mtsc_decoder", dec, "in", bad, pdu(meta, c32(e.symbols)), lambda: "ok" in statuses(), dec.dropped)
+        assert len(r.out("out")) == len(TASKS) and len(r.out("reconstruction")) == 1
+        b = dec.to_basic_block()
+        b._post(pmt.intern("in"), pdu(meta, c32(np.full(n, np.nan))))
+        b._post(pmt.intern("in"), pdu(meta, c32([])))
+        b._post(pmt.intern("in"), pdu(dict(meta, side_info=u8([1, 2])), c32(e.symbols)))
+        assert wait_until(lambda: statuses()[-3:] == ["nonfinite_symbols", "no_symbols", "bad_side_info"]), statuses()
+        assert dec.decoded == 1 and len(r.out("out")) == 4 * len(TASKS)
+
+
+def case_mtsc_sink():
+    snk = semcom.mtsc_sink(tasks="vqa,reconstruction")
+    with Rig(snk, ["in", "tx", "rx", "rejected"], ["ack"]) as r:
+        meta = dict(seq=1, status="ok", snr_est_db=3.0, task="vqa", text="two", latency_s=0.1)
+        bad = NOT_PDU + bad_meta(meta, ["seq"], u8([])) + [("text=5", pdu(dict(meta, text=5), u8([]))),
+                                                          ("task=x", pdu(dict(meta, task="x"), u8([])))]
+        snk.to_basic_block()._post(pmt.intern("in"), good_image(seq=1, status="ok", task="reconstruction"))
+        fuzz("mtsc_sink", snk, "in", bad, pdu(meta, u8([])), lambda: len(r.out("ack")) == 1, snk.dropped)
+        assert snk.rows[0]["vqa"] == "two" and snk.rows[0]["reconstruction"].shape == (SIZE, SIZE, 3)
+        rej = pdu(dict(seq=2, item_id=2, status="bad_input", reason="empty question"), pmt.PMT_NIL)
+        fuzz("mtsc_sink", snk, "rejected", NOT_PDU, rej, lambda: len(r.out("ack")) == 2, snk.dropped)
+        assert snk.rows[1]["vqa_status"] == "bad_input" and snk.rows[1]["reason"] == "empty question"
+
+
 CASES = {  # case → the block classes it covers
     case_ofdm_tx: ("ofdm_tx", "ofdm_framer", "burst_source"),
     case_semantic_encoder: ("semantic_encoder",),
@@ -444,6 +524,10 @@ CASES = {  # case → the block classes it covers
     case_vlf_encoder: ("vlf_encoder",),
     case_vlf_decoders: ("vlf_caption_decoder", "vlf_image_decoder"),
     case_vlf_sink: ("vlf_sink",),
+    case_mtsc_source: ("mtsc_source",),
+    case_mtsc_encoder: ("mtsc_encoder",),
+    case_mtsc_decoder: ("mtsc_decoder",),
+    case_mtsc_sink: ("mtsc_sink",),
 }
 COVERED = {name for names in CASES.values() for name in names}
 

@@ -229,7 +229,7 @@ def test_qt_yaml_present():
 def test_qt_flowgraphs_present():
     names = {p.relative_to(ROOT).as_posix() for p in QT_GRC}
     assert names >= {"apps/image_link_qt.grc", "apps/loopback_qt.grc", "apps/zmq_link/rx_qt.grc",
-                     "apps/mllm_sc/device_qt.grc", "apps/vlf_link_qt.grc"}
+                     "apps/mllm_sc/device_qt.grc", "apps/vlf_link_qt.grc", "apps/mtsc_link_qt.grc"}
     for p in QT_GRC + HW_QT:
         d = yaml.safe_load(p.read_text())
         assert d["options"]["parameters"]["generate_options"] == "qt_gui", p
@@ -275,6 +275,17 @@ def test_vlf_link_qt(tmp_path, vlf_backend):
     for seq in (0, 1):  # the image drawn from each frame's feature, and its caption beside it
         assert _count(rf"semcom qt_image_view: seq {seq} ok 64x64", out) == 1, out
     assert _count(r"semcom qt_rx_readout: caption=.* status=ok snr_est_db=\S+ frames=", out) == 2, out
+    assert _count(r"semcom qt_rx_readout: snr_est_db=\S+ header_failures=0", out) == 2, out
+
+
+def test_mtsc_link_qt(tmp_path, mtsc_models):
+    script = generate(APPS / "mtsc_link_qt.grc", tmp_path)
+    rc, out, err = run_flowgraph(script, tmp_path, ["--items", "multitask:test:2", "--repeat", "1", "--snr", "15",
+                                                    "--models", mtsc_models], run_s=25, gui=True)
+    _assert_clean(rc, out, err)
+    for seq in (0, 1):  # the reconstructed image of each frame, and its answer and captions beside it
+        assert _count(rf"semcom qt_image_view: seq {seq} ok 64x64", out) == 1, out
+    assert _count(r"semcom qt_rx_readout: text=.* status=ok snr_est_db=\S+ frames=", out) == 8, out
     assert _count(r"semcom qt_rx_readout: snr_est_db=\S+ header_failures=0", out) == 2, out
 
 

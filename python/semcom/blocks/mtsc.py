@@ -184,6 +184,7 @@ class mtsc_encoder(MessageGuard, gr.basic_block):
         self.tx_snr_db = csi_snr_db(msg)
         self.csi_reports += 1
 
+    @message_handler("in")
     def _on_item(self, msg):
         item_id = self.encoded + self.failed
         try:

@@ -29,7 +29,7 @@ from .ofdm import make_params, ofdm_rx, ofdm_tx
 from .pmtvec import c32_to_pmt, pmt_to_u8, u8_to_pmt
 from .vlf import vlf_caption_decoder, vlf_codec, vlf_encoder, vlf_image_decoder
 
-__all__ = ["VlfLinkConfig", "frame_collector", "vlf_sink", "vlf_link_flowgraph", "run_vlf_link", "run_frames"]
+__all__ = ["VlfLinkConfig", "vlf_sink", "vlf_link_flowgraph", "run_vlf_link", "run_frames"]
 
 
 @dataclass
