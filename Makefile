@@ -44,6 +44,7 @@ bench: install
 	$(PY) apps/bench_guidance.py
 	$(PY) apps/bench_soak.py
 	$(PY) apps/bench_vlf.py --reps 3
+	$(PY) apps/bench_mtsc.py --reps 3
 
 setup: install
 

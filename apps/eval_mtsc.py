@@ -45,7 +45,7 @@ from gnuradio.semcom.blocks.grlog import gr_log_option
 
 FIELDS = ("item", "task", "system", "channel", "k_factor", "snr_db", "seed", "status", "channel_uses", "prediction",
           "reference", "bleu", "exact", "cider", "psnr", "ssim", "snr_est_db", "tx_snr_db", "rate", "source_psnr",
-          "latency_s")
+          "latency_s", "file")
 SYSTEMS = ("mtsc", "baseline1_separation", "baseline2_udeepsc")
 TASKS = ("vqa", "caption_image", "caption_audio", "caption_video", "reconstruction")
 SNRS = tuple(float(s) for s in range(-6, 19, 3))
@@ -66,6 +66,7 @@ def options(ap: argparse.ArgumentParser, limit: int = 20):
     ap.add_argument("--models", default="", help="models directory ('' = the shipped models)")
     ap.add_argument("--profile", default="wide256", help="OFDM profile (semcom.phy.params)")
     ap.add_argument("--soundings", type=int, default=4, help="baseline 1: sounding frames per point for its MCS")
+    ap.add_argument("--images-dir", default="", help="save every reconstructed image here (PNG)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -180,6 +181,13 @@ def score(results, system, a, snr, seed) -> list[dict]:
             if task == "reconstruction":
                 if isinstance(p, np.ndarray) and p.size:
                     row.update(psnr=float(im.psnr(it.image, p)), ssim=float(im.ssim(it.image, p)))
+                    if getattr(a, "images_dir", ""):
+                        from PIL import Image
+
+                        d = os.path.join(a.images_dir, system, f"{a.channel}_snr{snr:g}_seed{seed}")
+                        os.makedirs(d, exist_ok=True)
+                        row["file"] = os.path.join(d, f"item{it.seed}.png")
+                        Image.fromarray(p).save(row["file"])
                 else:  # nothing decoded: scored as a mid-grey image
                     grey = np.full_like(it.image, 128)
                     row.update(psnr=float(im.psnr(it.image, grey)), ssim=float(im.ssim(it.image, grey)))
