@@ -219,6 +219,8 @@ def main(argv=None):
     ap.add_argument("--init", default=None, help="phase jsc: the pre-trained checkpoint")
     ap.add_argument("--n-train", type=int, default=8000)
     ap.add_argument("--cache", default=None)
+    ap.add_argument("--lam", default="", help="reference tier: a local BART directory (e.g. facebook/bart-base saved "
+                    "with save_pretrained) whose weights start the LAM (phase pretrain); its d_model and layers are used")
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
@@ -246,6 +248,17 @@ def main(argv=None):
         ck = torch.load(a.init, map_location="cpu", weights_only=False)
         cfg = MtscConfig(**ck["cfg"])
         ck = {"model": ck["model"], "step": 0}
+    elif a.lam:
+        from .mtsc_model import load_lam
+
+        bart, lam_cfg, how = load_lam(a.lam, vocab().tokens)
+        bc = bart.config
+        cfg = MtscConfig(vocab_size=len(vocab()), d_model=bc.d_model, encoder_layers=bc.encoder_layers,
+                         decoder_layers=bc.decoder_layers, heads=bc.encoder_attention_heads, ffn=bc.encoder_ffn_dim,
+                         fuse=a.phase != "udeepsc", lam_config=lam_cfg, lam_path=str(a.lam))
+        tqdm.write(f"LAM from {a.lam}: d_model {bc.d_model}, {bc.encoder_layers}+{bc.decoder_layers} layers, "
+                   f"word embeddings from the {how}")
+        ck = {"model": MtscModel(cfg, bart).state_dict(), "step": 0}
     else:
         cfg = MtscConfig(vocab_size=len(vocab()), d_model=a.d_model, encoder_layers=a.layers,
                          decoder_layers=a.layers, fuse=a.phase != "udeepsc")

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from ..codecs.mtsc_inputs import MODALITIES, N_MELS, PAD, Layout
 
-__all__ = ["MtscConfig", "MtscModel", "apply_channel"]
+__all__ = ["MtscConfig", "MtscModel", "apply_channel", "load_lam"]
 
 
 @dataclass
@@ -54,6 +54,8 @@ class MtscConfig:
     rec_queries: int = 16
     fuse: bool = True             # False: the U-DeepSC-like baseline (per-modality encoding)
     layout: dict = None
+    lam_config: dict = None       # the LAM's BartConfig (reference tier: BART-base's); None: built from the fields above
+    lam_path: str = ""            # provenance: where the reference LAM's weights were loaded from
 
     def __post_init__(self):
         if self.layout is None:
@@ -78,6 +80,10 @@ class MtscModel(nn.Module):
 
         self.cfg = cfg
         d, lay = cfg.d_model, cfg.lay
+        if bart is None and cfg.lam_config:
+            bc = BartConfig(**cfg.lam_config)
+            bc._attn_implementation = "eager"
+            bart = BartForConditionalGeneration(bc)
         if bart is None:
             bc = BartConfig(vocab_size=cfg.vocab_size, d_model=d, encoder_layers=cfg.encoder_layers,
                             decoder_layers=cfg.decoder_layers, encoder_attention_heads=cfg.heads,
@@ -195,6 +201,45 @@ class MtscModel(nn.Module):
                                      encoder_attention_mask=mem_mask).last_hidden_state[:, 1:]
         g = out.transpose(1, 2).reshape(B, -1, self._q, self._q)
         return torch.sigmoid(self.rec_head(g))
+
+
+def load_lam(path, tokens):
+    """The reference-tier LAM: ``BartForConditionalGeneration`` from a local directory (e.g.
+    facebook/bart-base as ``save_pretrained`` wrote it; nothing is downloaded), its token
+    embeddings replaced by one per word of ``tokens`` (the benchmark's vocabulary). With the
+    BART tokenizer in the same directory, a word's embedding starts as the mean of its BPE
+    pieces' embeddings (" word"), the specials take BART's own (<s>, <pad>, </s>, <unk> are its
+    ids 0-3 too), the task tokens the mean embedding; without one they start at random.
+    Returns (model, its config as a dict, "tokenizer" or "random" for how words started)."""
+    from transformers import BartForConditionalGeneration
+
+    bart = BartForConditionalGeneration.from_pretrained(str(path), local_files_only=True, attn_implementation="eager")
+    old = bart.get_input_embeddings().weight.detach().clone()
+    how = "random"
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError):
+        tok = None
+    bart.resize_token_embeddings(len(tokens))
+    emb = bart.get_input_embeddings().weight
+    with torch.no_grad():
+        if tok is not None:
+            how = "tokenizer"
+            mean = old.mean(0)
+            for i, t in enumerate(tokens):
+                if i < 4:
+                    emb[i] = old[i]
+                elif t.startswith("<"):
+                    emb[i] = mean
+                else:
+                    ids = tok(" " + t, add_special_tokens=False)["input_ids"]
+                    emb[i] = old[ids].mean(0) if ids else mean
+        else:
+            emb.normal_(0.0, float(old.std()))
+    bart.config.vocab_size = len(tokens)
+    return bart, bart.config.to_dict(), how
 
 
 def apply_channel(z, rates, snr_db, k_factor=None, generator=None):
