@@ -16,23 +16,15 @@ For each system (the LAM-based link and the U-DeepSC-like baseline; ONNX Runtime
 Example:  python3 apps/bench_mtsc.py --reps 5 --threads 2
 """
 import argparse
-import statistics
+import os
 import sys
-import time
 
 import numpy as np
 
-from gnuradio.semcom.blocks.grlog import gr_log_option
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_vlf import median_ms  # noqa: E402
 
-
-def median_ms(fn, reps):
-    fn()  # warm-up (session creation, first allocation)
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        out.append(1e3 * (time.perf_counter() - t))
-    return statistics.median(out)
+from gnuradio.semcom.blocks.grlog import gr_log_option  # noqa: E402
 
 
 def bench(system, a):

@@ -462,7 +462,7 @@ def case_mtsc_encoder(mtsc_models):
         rej = pmt.to_python(pmt.car(r.out("rejected")[-1]))
         assert rej["status"] == "bad_input" and "question" in rej["reason"]
         meta = pmt.to_python(pmt.car(r.out("out")[0]))
-        assert meta["codec_id"] == 9 and meta["item_id"] == 7 and meta["channel_uses"] <= 1024
+        assert meta["codec_id"] == 12 and meta["item_id"] == 7 and meta["channel_uses"] <= 1024
         good_csi = pdu(dict(snr_est_db=3.5), c32(np.ones(4)))
         bad = NOT_PDU + bad_meta({}, ["snr_est_db"], c32(np.ones(4)))
         fuzz("mtsc_encoder", enc, "csi", bad, good_csi, lambda: enc.tx_snr_db == 3.5, enc.dropped)
@@ -474,7 +474,7 @@ def case_mtsc_decoder(mtsc_models):
     c = semcom.mtsc_codec(mtsc_models)
     it = _mtsc_item()
     e = c.encode(c.prepare(it.image, it.question, it.audio.audio, it.video.frames), 10.0)
-    meta = dict(codec_id=9, seq=0, snr_est_db=20.0, noise_var=0.01, equalizer="zf",
+    meta = dict(codec_id=12, seq=0, snr_est_db=20.0, noise_var=0.01, equalizer="zf",
                 side_info=u8(np.frombuffer(e.side_info, np.uint8)))
     dec = semcom.mtsc_decoder(models=mtsc_models)
     with Rig(dec, ["in"], ["out"] + list(TASKS)) as r:

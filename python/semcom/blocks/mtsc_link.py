@@ -18,7 +18,7 @@ from ._history import DEFAULT_HISTORY
 from .image_link import make_channel
 from .mtsc import mtsc_codec, mtsc_decoder, mtsc_encoder, mtsc_sink, mtsc_source
 from .ofdm import make_params, ofdm_rx, ofdm_tx
-from .vlf_link import _wait
+from .vlf_link import run_to_completion
 
 __all__ = ["MtscLinkConfig", "mtsc_link_flowgraph", "run_mtsc_link"]
 
@@ -86,12 +86,7 @@ def run_mtsc_link(cfg: MtscLinkConfig, timeout_s: float = 900.0) -> dict:
     encoder refused: "bad_input" with the ``reason``); plus the receiver's counters."""
     tb = mtsc_link_flowgraph(cfg)
     t0 = time.time()
-    tb.start()
-    try:
-        _wait(tb, tb.sink.count, tb.src.total, timeout_s, tb.src.finished)
-    finally:
-        tb.stop()
-        tb.wait()
+    run_to_completion(tb, tb.sink.count, tb.src.total, timeout_s, tb.src.finished)
     got = {r["seq"]: r for r in tb.sink.rows}
     tx = {e["item_id"]: e for e in tb.enc.log}
     rows = []

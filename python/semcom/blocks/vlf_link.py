@@ -272,18 +272,24 @@ def _wait(tb, done, total, timeout_s, finished):
         time.sleep(0.02)
 
 
+def run_to_completion(tb, done, total, timeout_s, finished) -> None:
+    """Start ``tb``, wait until ``done()`` reaches ``total`` (or the source has ``finished()``
+    and nothing more came for 2 s, or ``timeout_s``), then stop it."""
+    tb.start()
+    try:
+        _wait(tb, done, total, timeout_s, finished)
+    finally:
+        tb.stop()
+        tb.wait()
+
+
 def run_vlf_link(cfg: VlfLinkConfig, codec=None, timeout_s: float = 600.0) -> dict:
     """Run one configuration to completion. Returns ``rows`` (one per image sent, in order,
     with ``name`` and ``image_id``; frames that never arrived get status "lost" in both
     branches), the TX facts (``n_symbols``, ``bcr``) and the receiver's counters."""
     tb = vlf_link_flowgraph(cfg, codec)
     t0 = time.time()
-    tb.start()
-    try:
-        _wait(tb, tb.sink.count, tb.src.total, timeout_s, tb.src.finished)
-    finally:
-        tb.stop()
-        tb.wait()
+    run_to_completion(tb, tb.sink.count, tb.src.total, timeout_s, tb.src.finished)
     got = {r["seq"]: r for r in tb.sink.rows}
     tx = {e["image_id"]: e for e in tb.enc.log}
     rows = []
@@ -401,10 +407,5 @@ def run_frames(frames, cfg: VlfLinkConfig, timeout_s: float = 600.0) -> list:
     header or side-information CRC failure). ``frame_timeout_s`` should be short here (the
     frames are sent back to back, a second is plenty)."""
     tb = _frames_flowgraph(frames, cfg)
-    tb.start()
-    try:
-        _wait(tb, tb.cap.count, len(frames), timeout_s, tb.src.finished)
-    finally:
-        tb.stop()
-        tb.wait()
+    run_to_completion(tb, tb.cap.count, len(frames), timeout_s, tb.src.finished)
     return [tb.cap.frames.get(k & 0xFFFF) for k in range(len(frames))]

@@ -189,7 +189,7 @@ class MtscCodec:
     decoded. Models load on first use (a transmitter loads only the encoder).
     """
 
-    codec_id = 9
+    codec_id = 12
 
     def __init__(self, models_dir=None, prefix="mtsc", budget=DEFAULT_BUDGET, rate="adaptive", min_snr_db=-15.0,
                  providers=None, threads=None):

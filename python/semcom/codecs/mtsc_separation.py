@@ -74,7 +74,7 @@ def opus_audio(data: bytes, n: int) -> np.ndarray:
 class MtscSeparation:
     """Baseline 1's transmitter and receiver (the LAM itself is the caller's)."""
 
-    codec_id = 10
+    codec_id = 13
 
     def __init__(self, image_rate=1 / 6, video_rate=1 / 6, opus_level=1.0, margin_db=0.0, ldpc_backend="auto"):
         self.image = SeparationCodec(rate=image_rate, margin_db=margin_db, ldpc_backend=ldpc_backend)
