@@ -7,7 +7,8 @@ Phases (each resumable from ``OUT/ckpt.pt``; every flag goes to ``OUT/config.jso
   task decoders learns the five tasks from clean inputs (no channel).
 - ``jsc`` — the JSC encoder/decoder learn to carry the LAM's semantic sequence over Rician
   fading + AWGN at random SNRs and random per-token rates (any prefix of a token's ``r_max``
-  symbols), starting from ``--init`` (the pre-trained LAM, fine-tuned at ``--lam-lr``).
+  symbols), starting from ``--init`` (the pre-trained LAM, modality encoders and task
+  decoders, fine-tuned at ``--lam-lr``).
 - ``udeepsc`` — the U-DeepSC-like baseline (SemCom without a LAM): per-modality encoding,
   trained from scratch with the channel on from the first step, at one fixed rate per item.
 
@@ -215,7 +216,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--lam-lr", type=float, default=2e-4, help="phase jsc: learning rate of the pre-trained LAM")
+    ap.add_argument("--lam-lr", type=float, default=2e-4,
+                    help="phase jsc: learning rate of the pre-trained parts (LAM, modality encoders, task decoders)")
     ap.add_argument("--init", default=None, help="phase jsc: the pre-trained checkpoint")
     ap.add_argument("--n-train", type=int, default=8000)
     ap.add_argument("--cache", default=None)
@@ -264,8 +266,11 @@ def main(argv=None):
                          decoder_layers=a.layers, fuse=a.phase != "udeepsc")
         ck = None
     model = MtscModel(cfg)
-    lam_params = [p for n_, p in model.named_parameters() if n_.startswith("lam.")]
-    other = [p for n_, p in model.named_parameters() if not n_.startswith("lam.")]
+    # phase jsc: the JSC encoder/decoder learn at --lr, everything pre-trained (the LAM, the
+    # modality encoders, the task decoders) is fine-tuned at --lam-lr
+    pre = (lambda n_: not n_.startswith("jsc_")) if a.phase == "jsc" else (lambda n_: n_.startswith("lam."))
+    lam_params = [p for n_, p in model.named_parameters() if pre(n_)]
+    other = [p for n_, p in model.named_parameters() if not pre(n_)]
     lam_lr = a.lam_lr if a.phase == "jsc" else a.lr
     opt = torch.optim.AdamW([{"params": lam_params, "lr": lam_lr}, {"params": other, "lr": a.lr}], weight_decay=0.01)
     base = [lam_lr, a.lr]
