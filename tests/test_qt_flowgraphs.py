@@ -274,7 +274,7 @@ def test_vlf_link_qt(tmp_path, vlf_backend):
     _assert_clean(rc, out, err)
     for seq in (0, 1):  # the image drawn from each frame's feature, and its caption beside it
         assert _count(rf"semcom qt_image_view: seq {seq} ok 64x64", out) == 1, out
-    assert _count(r"semcom qt_rx_readout: caption=.* status=ok snr_est_db=\S+ frames=", out) == 2, out
+    assert _count(r"semcom qt_rx_readout: caption=.*? status=ok snr_est_db=\S+ frames=", out) == 2, out
     assert _count(r"semcom qt_rx_readout: snr_est_db=\S+ header_failures=0", out) == 2, out
 
 
@@ -285,7 +285,7 @@ def test_mtsc_link_qt(tmp_path, mtsc_models):
     _assert_clean(rc, out, err)
     for seq in (0, 1):  # the reconstructed image of each frame, and its answer and captions beside it
         assert _count(rf"semcom qt_image_view: seq {seq} ok 64x64", out) == 1, out
-    assert _count(r"semcom qt_rx_readout: text=.* status=ok snr_est_db=\S+ frames=", out) == 8, out
+    assert _count(r"semcom qt_rx_readout: text=.*? status=ok snr_est_db=\S+ frames=", out) == 8, out
     assert _count(r"semcom qt_rx_readout: snr_est_db=\S+ header_failures=0", out) == 2, out
 
 

@@ -21,6 +21,7 @@ only by this module: ``from gnuradio import semcom`` loads it on first use of th
 """
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -42,6 +43,16 @@ def rgb_qimage(pixels: np.ndarray) -> QtGui.QImage:
     h, w = a.shape[:2]
     return QtGui.QImage(a.data, w, h, 3 * w, QtGui.QImage.Format_RGB888).copy()
 
+
+
+_SAY_LOCK = threading.Lock()
+
+
+def _say(line):
+    """One whole log line to stdout: views in several flowgraph threads never interleave."""
+    with _SAY_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 class _Bridge(QtCore.QObject):
     """Lives in the GUI thread: ``update`` emitted from a GNU Radio thread is queued to the
@@ -155,8 +166,8 @@ class qt_image_view(MessageGuard, gr.basic_block):
                 self.shown += 1
         if self.verbose:
             h, w = (0, 0) if image is None else image.shape[:2]
-            print(f"semcom qt_image_view: seq {meta.get('seq', -1)} {meta.get('status', 'ok')} "
-                  f"{w}x{h} snr_est {float(meta.get('snr_est_db', np.nan)):.1f} dB", flush=True)
+            _say(f"semcom qt_image_view: seq {meta.get('seq', -1)} {meta.get('status', 'ok')} "
+                 f"{w}x{h} snr_est {float(meta.get('snr_est_db', np.nan)):.1f} dB")
         self._bridge.update.emit(item)
 
     # Qt GUI thread
@@ -258,7 +269,7 @@ class qt_rx_readout(MessageGuard, gr.basic_block):
         text = {k: self._fmt(v) for k, v in vals.items()}
         text["frames"] = str(n)
         if self.verbose:
-            print("semcom qt_rx_readout: " + " ".join(f"{k}={v}" for k, v in text.items()), flush=True)
+            _say("semcom qt_rx_readout: " + " ".join(f"{k}={v}" for k, v in text.items()))
         self._bridge.update.emit(text)
 
     def _show(self, text):
