@@ -260,7 +260,7 @@ def case_link_monitor():
 def case_image_source():
     src = semcom.image_source("sample:astronaut", size=SIZE, limit=1, repeat=100, pace="ack", window=1,
                               timeout_s=60, linger_s=-1)
-    with Rig(src, ["next"], ["out"]) as r:
+    with Rig(src, ["next"], ["out"]):
         assert wait_until(lambda: src.sent == 1)
         bad = NOT_PDU + [("c32 pdu", pdu({}, c32([1])))]
         # any message on "next" is an ack: the bad ones release images too, none is rejected

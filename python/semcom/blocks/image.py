@@ -36,7 +36,7 @@ from ..summary import Tally, image_line, image_summary
 from ._guard import MessageGuard, c32_array, message_handler, meta_bytes, meta_int, meta_number, reject
 from ._guard import meta_dict as _meta_dict
 from ._history import DEFAULT_HISTORY, history_buffer
-from .link import random_features, threaded_source
+from .link import paced_source, random_features
 from .pmtvec import c32_to_pmt, pmt_to_u8, u8_to_pmt
 
 __all__ = ["image_source", "semantic_encoder", "semantic_decoder", "image_sink", "image_pdu", "pdu_image", "score",
@@ -96,7 +96,7 @@ def csi_snr_db(msg) -> float:
     return meta_number(_meta_dict(msg), "snr_est_db", required=True)
 
 
-class image_source(threaded_source):
+class image_source(paced_source):
     """Emits image PDUs from a folder, files, or scikit-image's sample photos.
 
     Parameters: ``path`` ("" = sample photos; a folder; a file; "sample:astronaut,coffee"),
@@ -106,7 +106,7 @@ class image_source(threaded_source):
     sink's ``ack``; window 1 = stop-and-wait) or after ``timeout_s`` without one (a lost
     frame); "interval" sends one every ``interval_s``.
     After the last image (acknowledged or timed out with "ack") the source ends the
-    flowgraph ``linger_s`` seconds later (``threaded_source``; < 0: keeps it running).
+    flowgraph ``linger_s`` seconds later (``paced_source``; < 0: keeps it running).
     Unreadable files are skipped and listed in ``skipped``; an empty folder or missing
     path raises ValueError when the block is built. ``max_pixels``: files of more pixels
     (width × height at native size; default 4096 × 4096; 0 = no limit of its own) are refused
@@ -117,61 +117,24 @@ class image_source(threaded_source):
 
     def __init__(self, path="", size=0, limit=0, repeat=1, pace="ack", interval_s=0.0, timeout_s=10.0, window=1,
                  linger_s=0.0, max_pixels=DEFAULT_MAX_PIXELS):
-        threaded_source.__init__(self, "semcom_image_source", linger_s)
-        if pace not in ("ack", "interval"):
-            raise ValueError(f"pace must be 'ack' or 'interval', got {pace!r}")
-        if int(repeat) < 1 or float(interval_s) < 0 or float(timeout_s) <= 0 or int(window) < 1:
-            raise ValueError("repeat >= 1, interval_s >= 0, timeout_s > 0 and window >= 1 required")
+        paced_source.__init__(self, "semcom_image_source", pace, interval_s, timeout_s, window, linger_s)
+        if int(repeat) < 1:
+            raise ValueError("repeat >= 1 required")
         self.images = load_images(path or None, int(size), int(limit), max_pixels)
         self.skipped = self.images.skipped
         self.refused = len(self.images.too_large)
         for name in self.images.too_large:
             gr.log.warn(f"semcom image_source: skipped {name}: {self.skipped[name]}")
-        self.repeat, self.pace = int(repeat), pace
-        self.interval_s, self.timeout_s = float(interval_s), float(timeout_s)
-        self.sent = 0
-        self.timeouts = 0
-        self.window = int(window)
-        self._slots = threading.Semaphore(self.window)
-        self.message_port_register_in(pmt.intern("next"))
-        self.set_msg_handler(pmt.intern("next"), self._on_next)
-
-    @message_handler("next")
-    def _on_next(self, _msg):
-        self._slots.release()
+        self.repeat = int(repeat)
 
     @property
     def total(self) -> int:
         """Images this source will emit."""
         return len(self.images) * self.repeat
 
-    def _wake(self):
-        self._slots.release()
-
-    def _run(self):
-        for k in range(self.total):
-            if self.pace == "ack" and not self._slots.acquire(timeout=self.timeout_s):
-                self.timeouts += 1
-                gr.log.warn(f"semcom image_source: no ack within {self.timeout_s} s, going on with image {k}")
-            if self._stop.is_set():
-                return
-            item = self.images.items[k % len(self.images)]
-            self.message_port_pub(pmt.intern("out"), image_pdu(item.pixels, dict(image_id=k, name=item.name)))
-            self.sent += 1
-            if self.pace == "interval" and self.interval_s:
-                self._stop.wait(self.interval_s)
-        if self.pace == "ack":  # wait for the last images' acks (or their timeouts)
-            for _ in range(min(self.window, self.total)):
-                if self._stop.is_set() or not self._slots.acquire(timeout=self.timeout_s):
-                    return
-
-    def done(self) -> bool:
-        """All images have been sent."""
-        return self.sent >= self.total
-
-    def finished(self) -> bool:
-        """All images sent and the last ones acknowledged or timed out."""
-        return self.done() and self._thread is not None and not self._thread.is_alive()
+    def _pdu(self, k):
+        item = self.images.items[k % len(self.images)]
+        return image_pdu(item.pixels, dict(image_id=k, name=item.name))
 
 
 class semantic_encoder(MessageGuard, gr.basic_block):

@@ -71,6 +71,67 @@ class threaded_source(MessageGuard, gr.basic_block):
         return True
 
 
+
+class paced_source(threaded_source):
+    """Base of sources that emit ``total`` PDUs (``_pdu(k)``, k = 0 … total − 1) one at a time.
+
+    ``pace`` "ack": at most ``window`` PDUs in flight; the next goes when any message arrives
+    on ``next`` (connect the sink's ``ack``; window 1 = stop-and-wait) or after ``timeout_s``
+    without one (a lost frame: counted in ``timeouts`` and logged). "interval": one every
+    ``interval_s`` seconds (0 = as fast as possible). After the last PDU (acknowledged or timed
+    out with "ack") the flowgraph ends ``linger_s`` later (``threaded_source``).
+    """
+
+    def __init__(self, name, pace="ack", interval_s=0.0, timeout_s=10.0, window=1, linger_s=0.0):
+        threaded_source.__init__(self, name, linger_s)
+        if pace not in ("ack", "interval"):
+            raise ValueError(f"pace must be 'ack' or 'interval', got {pace!r}")
+        if float(interval_s) < 0 or float(timeout_s) <= 0 or int(window) < 1:
+            raise ValueError("interval_s >= 0, timeout_s > 0 and window >= 1 required")
+        self.pace, self.interval_s, self.timeout_s, self.window = pace, float(interval_s), float(timeout_s), int(window)
+        self.sent = self.timeouts = 0
+        self._slots = threading.Semaphore(self.window)
+        self.message_port_register_in(pmt.intern("next"))
+        self.set_msg_handler(pmt.intern("next"), self._on_next)
+
+    @property
+    def total(self) -> int:
+        raise NotImplementedError
+
+    def _pdu(self, k):
+        raise NotImplementedError
+
+    @message_handler("next")
+    def _on_next(self, _msg):
+        self._slots.release()
+
+    def _wake(self):
+        self._slots.release()
+
+    def _run(self):
+        for k in range(self.total):
+            if self.pace == "ack" and not self._slots.acquire(timeout=self.timeout_s):
+                self.timeouts += 1
+                gr.log.warn(f"{self.name().replace('_', ' ', 1)}: no ack within {self.timeout_s} s, going on with PDU {k}")
+            if self._stop.is_set():
+                return
+            self.message_port_pub(pmt.intern("out"), self._pdu(k))
+            self.sent += 1
+            if self.pace == "interval" and self.interval_s:
+                self._stop.wait(self.interval_s)
+        if self.pace == "ack":  # wait for the last PDUs' acks (or their timeouts)
+            for _ in range(min(self.window, self.total)):
+                if self._stop.is_set() or not self._slots.acquire(timeout=self.timeout_s):
+                    return
+
+    def done(self) -> bool:
+        """All PDUs have been sent."""
+        return self.sent >= self.total
+
+    def finished(self) -> bool:
+        """All PDUs sent and the last ones acknowledged or timed out."""
+        return self.done() and self._thread is not None and not self._thread.is_alive()
+
 class feature_source(threaded_source):
     """Emits ``n_frames`` PDUs of random unit-power feature symbols, then ends the flowgraph
     ``linger_s`` seconds after the last one (``threaded_source``; < 0: keeps running).

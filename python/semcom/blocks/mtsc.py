@@ -19,7 +19,6 @@ the image's RGB pixels (empty when nothing was decoded), so ``image_sink`` and
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -33,7 +32,7 @@ from ._guard import MessageGuard, meta_int, meta_number, message_handler, reject
 from ._guard import meta_dict as _meta_dict
 from ._history import DEFAULT_HISTORY, history_buffer
 from .image import csi_snr_db, image_pdu, pdu_image, rx_frame
-from .link import threaded_source
+from .link import paced_source
 from .pmtvec import c32_to_pmt, f32_to_pmt, pmt_to_f32, pmt_to_u8, u8_to_pmt
 from .vlf_link import frame_collector
 
@@ -95,7 +94,7 @@ def parse_items(spec: str) -> list:
     return list(media.split_seeds(parts[1], n))
 
 
-class mtsc_source(threaded_source):
+class mtsc_source(paced_source):
     """Emits multimodal PDUs of the multi-task benchmark (``items``: "multitask:SPLIT[:N]").
 
     ``pace`` "ack": the next item when a message arrives on ``next`` (connect the sink's
@@ -104,25 +103,11 @@ class mtsc_source(threaded_source):
     """
 
     def __init__(self, items="multitask:test:8", repeat=1, pace="ack", interval_s=0.0, timeout_s=30.0, linger_s=0.0):
-        threaded_source.__init__(self, "semcom_mtsc_source", linger_s)
-        if pace not in ("ack", "interval"):
-            raise ValueError(f"pace must be 'ack' or 'interval', got {pace!r}")
-        if int(repeat) < 1 or float(interval_s) < 0 or float(timeout_s) <= 0:
-            raise ValueError("repeat >= 1, interval_s >= 0 and timeout_s > 0 required")
+        paced_source.__init__(self, "semcom_mtsc_source", pace, interval_s, timeout_s, 1, linger_s)
+        if int(repeat) < 1:
+            raise ValueError("repeat >= 1 required")
         self.seeds = parse_items(items)
-        self.repeat, self.pace = int(repeat), pace
-        self.interval_s, self.timeout_s = float(interval_s), float(timeout_s)
-        self.sent = self.timeouts = 0
-        self._ack = threading.Semaphore(0)
-        self.message_port_register_in(pmt.intern("next"))
-        self.set_msg_handler(pmt.intern("next"), self._on_next)
-
-    @message_handler("next")
-    def _on_next(self, _msg):
-        self._ack.release()
-
-    def _wake(self):
-        self._ack.release()
+        self.repeat = int(repeat)
 
     @property
     def total(self) -> int:
@@ -131,23 +116,9 @@ class mtsc_source(threaded_source):
     def item(self, k) -> multitask.Item:
         return multitask.item(self.seeds[k % len(self.seeds)])
 
-    def _run(self):
-        for k in range(self.total):
-            if self._stop.is_set():
-                return
-            it = self.item(k)
-            self.message_port_pub(pmt.intern("out"), mtsc_pdu(it.image, it.question, it.audio.audio, it.video.frames,
-                                                              dict(item_id=k, name=f"item{it.seed}")))
-            self.sent += 1
-            if self.pace == "ack":
-                if not self._ack.acquire(timeout=self.timeout_s):
-                    self.timeouts += 1
-                    gr.log.warn(f"semcom mtsc_source: no ack within {self.timeout_s} s, going on after item {k}")
-            elif self.interval_s:
-                self._stop.wait(self.interval_s)
-
-    def finished(self) -> bool:
-        return self.sent >= self.total and self._thread is not None and not self._thread.is_alive()
+    def _pdu(self, k):
+        it = self.item(k)
+        return mtsc_pdu(it.image, it.question, it.audio.audio, it.video.frames, dict(item_id=k, name=f"item{it.seed}"))
 
 
 class mtsc_encoder(MessageGuard, gr.basic_block):

@@ -24,7 +24,7 @@ from ._guard import meta_dict as _meta_dict
 from ._history import DEFAULT_HISTORY, history_buffer
 from .image import image_source
 from .image_link import make_channel
-from .link import threaded_source
+from .link import paced_source
 from .ofdm import make_params, ofdm_rx, ofdm_tx
 from .pmtvec import c32_to_pmt, pmt_to_u8, u8_to_pmt
 from .vlf import vlf_caption_decoder, vlf_codec, vlf_encoder, vlf_image_decoder
@@ -307,40 +307,25 @@ def run_vlf_link(cfg: VlfLinkConfig, codec=None, timeout_s: float = 600.0) -> di
 
 # ---------------------------------------------------------------------------------------
 # any symbol frames through the PHY (baselines)
-class _frame_source(threaded_source):
+class _frame_source(paced_source):
     """Emits the given frames (codec_id, symbols, side_info) one at a time, the next on
     ``next`` or after ``timeout_s``."""
 
     def __init__(self, frames, timeout_s):
-        threaded_source.__init__(self, "semcom_frame_source")
-        self.frames, self.timeout_s = list(frames), float(timeout_s)
-        self.sent = self.timeouts = 0
-        self._ack = threading.Semaphore(0)
-        self.message_port_register_in(pmt.intern("next"))
-        self.set_msg_handler(pmt.intern("next"), self._on_next)
+        paced_source.__init__(self, "semcom_frame_source", "ack", 0.0, timeout_s)
+        self.frames = list(frames)
 
-    @message_handler("next")
-    def _on_next(self, _msg):
-        self._ack.release()
+    @property
+    def total(self) -> int:
+        return len(self.frames)
 
-    def _wake(self):
-        self._ack.release()
-
-    def _run(self):
-        for seq, (codec_id, symbols, side) in enumerate(self.frames):
-            if self._stop.is_set():
-                return
-            d = pmt.make_dict()
-            d = pmt.dict_add(d, pmt.intern("codec_id"), pmt.from_long(int(codec_id)))
-            d = pmt.dict_add(d, pmt.intern("seq"), pmt.from_long(seq & 0xFFFF))
-            d = pmt.dict_add(d, pmt.intern("side_info"), u8_to_pmt(np.frombuffer(bytes(side), np.uint8)))
-            self.message_port_pub(pmt.intern("out"), pmt.cons(d, c32_to_pmt(np.ascontiguousarray(symbols, np.complex64))))
-            self.sent += 1
-            if not self._ack.acquire(timeout=self.timeout_s):
-                self.timeouts += 1
-
-    def finished(self) -> bool:
-        return self.sent >= len(self.frames) and self._thread is not None and not self._thread.is_alive()
+    def _pdu(self, seq):
+        codec_id, symbols, side = self.frames[seq]
+        d = pmt.make_dict()
+        d = pmt.dict_add(d, pmt.intern("codec_id"), pmt.from_long(int(codec_id)))
+        d = pmt.dict_add(d, pmt.intern("seq"), pmt.from_long(seq & 0xFFFF))
+        d = pmt.dict_add(d, pmt.intern("side_info"), u8_to_pmt(np.frombuffer(bytes(side), np.uint8)))
+        return pmt.cons(d, c32_to_pmt(np.ascontiguousarray(symbols, np.complex64)))
 
 
 class frame_capture(MessageGuard, gr.basic_block):

@@ -259,7 +259,6 @@ def training_records(ae_ck: dict, unet_ck: dict) -> dict:
                        "MSE + image-gradient L1 + latent L2; EMA weights exported; scaling_factor = 1/std of the "
                        f"training latents = {ae_ck['extra']['scaling_factor']:.4f}; val PSNR "
                        f"{ae_ck['extra']['val_psnr']:.2f} dB"}
-    cfg = unet_ck["cfg"]
     init = unet_ck["args"].get("init")
     stages = []  # the --init chain of the U-Net stages, oldest first, with the steps each made
     path = u.get("init")
