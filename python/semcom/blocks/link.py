@@ -71,16 +71,18 @@ class threaded_source(MessageGuard, gr.basic_block):
         return True
 
 
-
 class paced_source(threaded_source):
     """Base of sources that emit ``total`` PDUs (``_pdu(k)``, k = 0 … total − 1) one at a time.
 
     ``pace`` "ack": at most ``window`` PDUs in flight; the next goes when any message arrives
     on ``next`` (connect the sink's ``ack``; window 1 = stop-and-wait) or after ``timeout_s``
-    without one (a lost frame: counted in ``timeouts`` and logged). "interval": one every
-    ``interval_s`` seconds (0 = as fast as possible). After the last PDU (acknowledged or timed
-    out with "ack") the flowgraph ends ``linger_s`` later (``threaded_source``).
+    without one (a lost frame: counted in ``timeouts``, logged unless ``warn_timeouts`` is
+    False). "interval": one every ``interval_s`` seconds (0 = as fast as possible). After the
+    last PDU (acknowledged or timed out with "ack") the flowgraph ends ``linger_s`` later
+    (``threaded_source``).
     """
+
+    warn_timeouts = True
 
     def __init__(self, name, pace="ack", interval_s=0.0, timeout_s=10.0, window=1, linger_s=0.0):
         threaded_source.__init__(self, name, linger_s)
@@ -110,9 +112,8 @@ class paced_source(threaded_source):
 
     def _run(self):
         for k in range(self.total):
-            if self.pace == "ack" and not self._slots.acquire(timeout=self.timeout_s):
-                self.timeouts += 1
-                gr.log.warn(f"{self.name().replace('_', ' ', 1)}: no ack within {self.timeout_s} s, going on with PDU {k}")
+            if self.pace == "ack":
+                self._acked(f"going on with PDU {k}")
             if self._stop.is_set():
                 return
             self.message_port_pub(pmt.intern("out"), self._pdu(k))
@@ -121,8 +122,17 @@ class paced_source(threaded_source):
                 self._stop.wait(self.interval_s)
         if self.pace == "ack":  # wait for the last PDUs' acks (or their timeouts)
             for _ in range(min(self.window, self.total)):
-                if self._stop.is_set() or not self._slots.acquire(timeout=self.timeout_s):
+                if self._stop.is_set() or not self._acked("the last PDUs sent"):
                     return
+
+    def _acked(self, then) -> bool:
+        """Wait for an ack (a free slot); False after ``timeout_s`` without one (counted)."""
+        if self._slots.acquire(timeout=self.timeout_s):
+            return True
+        self.timeouts += 1
+        if self.warn_timeouts:
+            gr.log.warn(f"{self.name().replace('_', ' ', 1)}: no ack within {self.timeout_s} s, {then}")
+        return False
 
     def done(self) -> bool:
         """All PDUs have been sent."""
@@ -131,6 +141,7 @@ class paced_source(threaded_source):
     def finished(self) -> bool:
         """All PDUs sent and the last ones acknowledged or timed out."""
         return self.done() and self._thread is not None and not self._thread.is_alive()
+
 
 class feature_source(threaded_source):
     """Emits ``n_frames`` PDUs of random unit-power feature symbols, then ends the flowgraph

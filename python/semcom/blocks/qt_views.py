@@ -44,7 +44,6 @@ def rgb_qimage(pixels: np.ndarray) -> QtGui.QImage:
     return QtGui.QImage(a.data, w, h, 3 * w, QtGui.QImage.Format_RGB888).copy()
 
 
-
 _SAY_LOCK = threading.Lock()
 
 
@@ -53,6 +52,7 @@ def _say(line):
     with _SAY_LOCK:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
 
 class _Bridge(QtCore.QObject):
     """Lives in the GUI thread: ``update`` emitted from a GNU Radio thread is queued to the

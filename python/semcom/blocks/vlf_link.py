@@ -309,7 +309,9 @@ def run_vlf_link(cfg: VlfLinkConfig, codec=None, timeout_s: float = 600.0) -> di
 # any symbol frames through the PHY (baselines)
 class _frame_source(paced_source):
     """Emits the given frames (codec_id, symbols, side_info) one at a time, the next on
-    ``next`` or after ``timeout_s``."""
+    ``next`` or after ``timeout_s`` (a lost frame: counted in ``timeouts``, not logged)."""
+
+    warn_timeouts = False
 
     def __init__(self, frames, timeout_s):
         paced_source.__init__(self, "semcom_frame_source", "ack", 0.0, timeout_s)
