@@ -118,7 +118,7 @@ def calibrate(model, data, snrs=CAL_SNR, n=64, seed=0):
     return np.minimum.accumulate(out, axis=0)
 
 
-def export(model, ckpt_meta, models_dir, prefix="mtsc", training=None, val=None, check=True):
+def export(model, ckpt_meta, models_dir, prefix="mtsc", training=None, val=None, check=True, train_args=None):
     from ..runtime.manifest import register_model
     from ..runtime.session import OnnxModel  # noqa: F401  (import check: onnxruntime present)
     import onnxruntime as ort
@@ -149,7 +149,7 @@ def export(model, ckpt_meta, models_dir, prefix="mtsc", training=None, val=None,
     extra = {"vocab": v.tokens, "layout": cfg.layout, "r_max": cfg.r_max, "max_target": cfg.max_target,
              "image_size": cfg.image_size, "levels": list(LEVELS), "group": GROUP, "fuse": cfg.fuse,
              "distortion": None if cal is None else np.round(cal, 5).tolist(), "distortion_snr_db": list(CAL_SNR),
-             "config": cfg.to_dict(), "step": ckpt_meta.get("step")}
+             "config": cfg.to_dict(), "step": ckpt_meta.get("step"), "train_args": train_args}
     report = {}
     with tempfile.TemporaryDirectory() as td:
         for part, (mod, args, ins, outs, dyn) in graphs.items():
@@ -172,6 +172,19 @@ def export(model, ckpt_meta, models_dir, prefix="mtsc", training=None, val=None,
     return report, cal
 
 
+def training_record(conf, ckpt, notes="", step=None):
+    """The manifest's ``training`` object (keys data, command, notes) from the run's config.json."""
+    args = conf.get("args") or {}
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in args.items()
+             if k not in ("phase", "threads", "eval_every") and v not in (None, "")]
+    command = f"python -m semcom.train.mtsc {args.get('phase', '?')} " + " ".join(flags) if args else ""
+    sha = hashlib.sha256(pathlib.Path(ckpt).read_bytes()).hexdigest()
+    init = f"; initialised from {args['init']}" if args.get("init") else ""
+    return {"data": "semcom.datasets.multitask: train split items (seeds from 0); validation: val split",
+            "command": command,
+            "notes": f"checkpoint sha256 {sha}, step {step if step is not None else args.get('steps')}{init}. {notes}".strip()}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m semcom.train.export_mtsc", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,10 +199,8 @@ def main(argv=None):
     cfg_path = pathlib.Path(a.ckpt).with_name("config.json")
     conf = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     val = load_cache("val", a.n_val)
-    training = {"data": "semcom.datasets.multitask: train split items (seeds from 0), validation: val split",
-                "command": conf.get("command", ""), "config": conf, "notes": a.notes,
-                "checkpoint_sha256": hashlib.sha256(pathlib.Path(a.ckpt).read_bytes()).hexdigest()}
-    report, cal = export(model, ck, a.models, a.prefix, training, val)
+    training = training_record(conf, a.ckpt, a.notes, ck.get("step"))
+    report, cal = export(model, ck, a.models, a.prefix, training, val, train_args=conf.get("args"))
     print("max |ONNX − torch|:", {k: f"{e:.1e}" for k, e in report.items()})
     print("distortion D(level, SNR) rows=levels", LEVELS, "cols=SNR", CAL_SNR)
     print(np.round(cal, 3))

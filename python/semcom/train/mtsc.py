@@ -33,6 +33,7 @@ from ..codecs.mtsc_inputs import EOS, GROUP, LEVELS, PAD, Layout, Vocab, log_mel
 from ..datasets import multitask
 
 TEXT_TASKS = multitask.TEXT_TASKS
+REC_WEIGHT = 40.0   # the reconstruction MSE's weight against the four text cross-entropies
 
 
 def vocab() -> Vocab:
@@ -149,7 +150,7 @@ def losses(model, b, channel, rng, torch, rate_mode="mixed", snr_range=(-8.0, 20
         out[task] = ce[:, k_].sum() / n[k_]
     rec = model.reconstruct(memory, mem_mask, v.task_id("reconstruction"))
     out["reconstruction"] = F.mse_loss(rec, b["image"])
-    total = sum(out[t] for t in TEXT_TASKS) + 20.0 * out["reconstruction"] + out.get("feat", 0.0)
+    total = sum(out[t] for t in TEXT_TASKS) + REC_WEIGHT * out["reconstruction"] + out.get("feat", 0.0)
     return total, {k_: float(x.detach()) for k_, x in out.items()}
 
 

@@ -15,8 +15,9 @@ Ni et al., *Multi-Task Semantic Communications via Large Models*, Fig. 1:
   variance per symbol and the SNR → one token; a transformer layer lets tokens repair each other;
 - the **LAM decoder** + task decoders: the BART decoder generates the VQA answer and the three
   captions from a task token (the LM head is the text task's output projection); for the
-  reconstruction it runs on the task token and 16 learned queries whose outputs an up-sampling
-  CNN turns into the image.
+  reconstruction it runs on the task token and 16 learned queries, one per image patch; each
+  query's output is added to that patch token's own received memory (the direct path a
+  DeepJSCC decoder has) and an up-sampling CNN turns the 4x4 grid into the image.
 
 ``fuse=False`` builds the U-DeepSC-like baseline (SemCom without a LAM): the same encoders, but
 each modality encoded on its own (no cross-modal attention), trained from scratch.
@@ -26,7 +27,6 @@ encoder's last layer, averaged over heads and over the valid query tokens.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -117,14 +117,20 @@ class MtscModel(nn.Module):
         self.jsc_pos = nn.Embedding(lay.length, d)
         self.jsc_mix = nn.TransformerEncoderLayer(d, cfg.heads, cfg.ffn, dropout=0.0, batch_first=True, norm_first=True)
         self.jsc_out = nn.LayerNorm(d)
-        # reconstruction task decoder
+        # reconstruction task decoder: the image tokens' own memory (a DeepJSCC-style direct
+        # path) plus what the LAM decoder's queries gather from the whole sequence, on the 4x4
+        # patch grid, up-sampled by a CNN
+        if cfg.rec_queries != lay.image:
+            raise ValueError(f"rec_queries ({cfg.rec_queries}) must equal the layout's image tokens ({lay.image})")
         self.rec_queries = nn.Parameter(torch.randn(cfg.rec_queries, d))
-        q = int(math.isqrt(cfg.rec_queries))
-        self._q = q
-        self.rec_head = nn.Sequential(
-            nn.ConvTranspose2d(d, 96, 4, 2, 1), nn.GELU(), nn.ConvTranspose2d(96, 64, 4, 2, 1), nn.GELU(),
-            nn.ConvTranspose2d(64, 48, 4, 2, 1), nn.GELU(), nn.ConvTranspose2d(48, 32, 4, 2, 1), nn.GELU(),
-            nn.Conv2d(32, 3, 3, 1, 1))
+        self.rec_in = nn.Linear(d, d)
+        self._q = g
+
+        def up(ci, co):
+            return [nn.ConvTranspose2d(ci, co, 4, 2, 1), nn.GELU(), nn.Conv2d(co, co, 3, 1, 1), nn.GELU()]
+
+        self.rec_head = nn.Sequential(*up(d, 128), *up(128, 96), *up(96, 64),
+                                      nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.GELU(), nn.Conv2d(32, 3, 3, 1, 1))
 
     # ------------------------------------------------------------------ transmitter
     def tokens(self, image, q_ids, mel, video):
@@ -199,7 +205,8 @@ class MtscModel(nn.Module):
         emb = torch.cat([tok, self.rec_queries[None].expand(B, -1, -1)], 1)
         out = self.lam.model.decoder(inputs_embeds=emb, encoder_hidden_states=memory,
                                      encoder_attention_mask=mem_mask).last_hidden_state[:, 1:]
-        g = out.transpose(1, 2).reshape(B, -1, self._q, self._q)
+        own = memory[:, self.cfg.lay.spans()["image"]]
+        g = (self.rec_in(own) + out).transpose(1, 2).reshape(B, -1, self._q, self._q)
         return torch.sigmoid(self.rec_head(g))
 
 
