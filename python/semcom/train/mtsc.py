@@ -12,9 +12,9 @@ Phases (each resumable from ``OUT/ckpt.pt``; every flag goes to ``OUT/config.jso
 - ``udeepsc`` — the U-DeepSC-like baseline (SemCom without a LAM): per-modality encoding,
   trained from scratch with the channel on from the first step, at one fixed rate per item.
 
-    python -m semcom.train.mtsc pretrain --out out/mtsc/pretrain --steps 3500
-    python -m semcom.train.mtsc jsc --init out/mtsc/pretrain/ckpt.pt --out out/mtsc/jsc --steps 1500
-    python -m semcom.train.mtsc udeepsc --out out/mtsc/udeepsc --steps 5000
+    python -m semcom.train.mtsc pretrain --out out/mtsc/pretrain --steps 2800
+    python -m semcom.train.mtsc jsc --init out/mtsc/pretrain/ckpt.pt --out out/mtsc/jsc --steps 1200
+    python -m semcom.train.mtsc udeepsc --out out/mtsc/udeepsc --steps 4000
 
 The item cache (``--cache``, default ``out/mtsc_data/<split>_<n>.npz``) holds the rendered
 inputs and the reference token ids; it is made once (two processes) and reused.

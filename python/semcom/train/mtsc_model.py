@@ -126,11 +126,11 @@ class MtscModel(nn.Module):
         self.rec_in = nn.Linear(d, d)
         self._q = g
 
-        def up(ci, co):
-            return [nn.ConvTranspose2d(ci, co, 4, 2, 1), nn.GELU(), nn.Conv2d(co, co, 3, 1, 1), nn.GELU()]
+        def up(ci, co):  # normalised: an un-normalised stack drifts into a saturated sigmoid
+            return [nn.ConvTranspose2d(ci, co, 4, 2, 1), nn.GroupNorm(8, co), nn.GELU(),
+                    nn.Conv2d(co, co, 3, 1, 1), nn.GroupNorm(8, co), nn.GELU()]
 
-        self.rec_head = nn.Sequential(*up(d, 128), *up(128, 96), *up(96, 64),
-                                      nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.GELU(), nn.Conv2d(32, 3, 3, 1, 1))
+        self.rec_head = nn.Sequential(*up(d, 128), *up(128, 96), *up(96, 64), *up(64, 32), nn.Conv2d(32, 3, 3, 1, 1))
 
     # ------------------------------------------------------------------ transmitter
     def tokens(self, image, q_ids, mel, video):
