@@ -10,7 +10,8 @@ Phases (each resumable from ``OUT/ckpt.pt``; every flag goes to ``OUT/config.jso
   symbols), starting from ``--init`` (the pre-trained LAM, modality encoders and task
   decoders, fine-tuned at ``--lam-lr``).
 - ``udeepsc`` — the U-DeepSC-like baseline (SemCom without a LAM): per-modality encoding,
-  trained from scratch with the channel on from the first step, at one fixed rate per item.
+  trained from scratch with the channel on from the first step, at one fixed rate per item, on
+  the task losses alone (no feature loss: there is no pre-trained sequence to match).
 
     python -m semcom.train.mtsc pretrain --out out/mtsc/pretrain --steps 2800
     python -m semcom.train.mtsc jsc --init out/mtsc/pretrain/ckpt.pt --out out/mtsc/jsc --steps 1200
@@ -118,7 +119,10 @@ def sample_rates(valid, rng, mode, torch):
     return torch.from_numpy(r.repeat(GROUP, 1).astype(np.float32)) * valid
 
 
-def losses(model, b, channel, rng, torch, rate_mode="mixed", snr_range=(-8.0, 20.0)):
+def losses(model, b, channel, rng, torch, rate_mode="mixed", snr_range=(-8.0, 20.0), feat=True):
+    """The five task losses (+ with ``channel`` and ``feat``, the JSC decoder's feature loss
+    against the LAM encoder's sequence: only with a pre-trained LAM, since without one the
+    encoder collapses onto a constant sequence that is trivially easy to predict)."""
     import torch.nn.functional as F
 
     from .mtsc_model import apply_channel
@@ -134,7 +138,8 @@ def losses(model, b, channel, rng, torch, rate_mode="mixed", snr_range=(-8.0, 20
         y, sm, lnv = apply_channel(model.jsc_encode(h), rates, snr, torch.from_numpy(k))
         memory = model.jsc_decode(y, sm, lnv, snr)
         mem_mask = model.memory_mask(sm)
-        out["feat"] = F.mse_loss(memory, h.detach())
+        if feat:
+            out["feat"] = F.mse_loss(memory, h.detach())
     else:
         memory, mem_mask = h, valid
     T = len(TEXT_TASKS)
@@ -295,7 +300,7 @@ def main(argv=None):
             g["lr"] = lr * warm * (0.05 + 0.95 * cos)
         idx = rng.integers(0, len(data["seed"]), a.batch)
         b = batch_tensors(data, idx, rng, torch)
-        loss, parts = losses(model, b, channel, rng, torch, rate_mode)
+        loss, parts = losses(model, b, channel, rng, torch, rate_mode, feat=a.phase == "jsc")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
