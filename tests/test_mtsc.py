@@ -184,7 +184,7 @@ def test_reconstruction_decoder_learns(tmp_path):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.9 * mean_colour, (float(loss), mean_colour)
+    assert loss.item() < 0.9 * mean_colour, (loss.item(), mean_colour)
 
 
 def test_tiny_export_matches_and_is_registered(mtsc_tiny):
